@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from schemas.errors import ConfigError, ValidationError
 
-__all__ = ["Limits", "RUN_PART_PATTERN", "check_run_part", "parse_run_path"]
+__all__ = ["RUN_PART_PATTERN", "Limits", "check_run_part", "parse_run_path"]
 
 #: entity, project and run id: letters, digits, '_', '-', '.'; 1-128 characters; no '/', ':', '{', '}' or
 #: spaces, which would break run paths, Redis key hash tags or topic keys.

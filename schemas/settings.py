@@ -5,6 +5,8 @@
     METRICFOLD_TOPIC       event topic                      default metricfold.events
     METRICFOLD_NAMESPACE   Redis key prefix                 default mf
     METRICFOLD_GROUP       consumer group id                default metricfold-<namespace>
+    METRICFOLD_PARTITIONS  partitions of a new event topic  default 12
+    METRICFOLD_REPLICATION_FACTOR  of new topics            default 1 (use 3 on a real cluster)
     METRICFOLD_KAFKA_SECURITY_PROTOCOL, METRICFOLD_KAFKA_SASL_MECHANISM, METRICFOLD_KAFKA_SASL_USERNAME,
     METRICFOLD_KAFKA_SASL_PASSWORD, METRICFOLD_KAFKA_SSL_CAFILE   Kafka security (optional)
     METRICFOLD_REDIS_USERNAME, METRICFOLD_REDIS_PASSWORD          Redis ACL user (optional; or in the URL)
@@ -34,6 +36,8 @@ class Settings:
     topic: str = "metricfold.events"
     namespace: str = "mf"
     group: str | None = None
+    partitions: int = 12
+    replication_factor: int = 1
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -47,6 +51,9 @@ class Settings:
             raise ConfigError(f"Kafka bootstrap servers {self.kafka!r} must be host:port[,host:port...]")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"Redis URL {self.redis!r} must start with redis://, rediss:// or unix://")
+        for what in ("partitions", "replication_factor"):
+            if not isinstance(getattr(self, what), int) or getattr(self, what) < 1:
+                raise ConfigError(f"{what} must be a whole number >= 1, got {getattr(self, what)!r}")
         for what in ("topic", "namespace"):
             value = getattr(self, what)
             if not _NAME.fullmatch(value) or (what == "namespace" and ":" in value):
@@ -69,6 +76,11 @@ class Settings:
             name = f"METRICFOLD_{field.name.upper()}"
             if env.get(name):
                 values[field.name] = env[name]
+                if field.type == "int":
+                    try:
+                        values[field.name] = int(env[name])
+                    except ValueError:
+                        raise ConfigError(f"{name} must be a whole number, got {env[name]!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -1,0 +1,44 @@
+# metricfold: the two commands are `make demo` and `make test`; both set up what they need.
+# Run `make help` for the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := deploy/local/stack.sh
+
+.DEFAULT_GOAL := help
+.PHONY: help venv up down status demo test lint bench clean-stack
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "metricfold needs Python 3.11 or newer; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv and install metricfold with its dev extras
+
+up: venv ## start Kafka (KRaft) and Redis on 127.0.0.1 if they are not running, and wait until they answer
+	bash $(STACK) up
+
+down: ## stop the local Kafka and Redis that `make up` started
+	bash $(STACK) down
+
+status: ## say what runs where
+	bash $(STACK) status
+
+demo: up ## the main job: simulated trainers -> Kafka -> consumer -> Redis, then the summaries
+	source .stack/env && $(VENV)/bin/metricfold demo
+
+test: up ## run the whole test suite against the real broker and server
+	$(VENV)/bin/pytest -q
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check producer consumer schemas tests bench deploy
+	$(VENV)/bin/mypy
+
+clean-stack: down ## stop the stack and delete its data and logs (.stack/); the jar cache stays
+	rm -rf .stack

@@ -1,0 +1,72 @@
+"""Wait until the local stack answers: a real metadata request to Kafka and PING to Redis.
+
+Used by stack.sh; exits 0 when every service asked for answers, 1 with a message when one does not
+within --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+
+def kafka_ready(bootstrap: str) -> str | None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, client_id="metricfold-wait")
+    except (KafkaError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        cluster = admin.describe_cluster()
+        return None if cluster.get("brokers") else "no broker in the metadata yet"
+    except (KafkaError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        admin.close()
+
+
+def redis_ready(url: str) -> str | None:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2) as client:
+            return None if client.ping() else "PING did not answer PONG"
+    except (redis.RedisError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kafka", required=True, help="bootstrap host:port")
+    parser.add_argument("--redis", required=True, help="redis:// URL")
+    parser.add_argument("--only", choices=["kafka", "redis"], help="check one service only")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (default 90)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # kafka-python logs every refused connection otherwise
+    checks = {"kafka": lambda: kafka_ready(args.kafka), "redis": lambda: redis_ready(args.redis)}
+    pending = [args.only] if args.only else ["redis", "kafka"]
+    deadline = time.monotonic() + args.timeout
+    last: dict[str, str] = {}
+    while pending:
+        for name in list(pending):
+            problem = checks[name]()
+            if problem is None:
+                print(f"[stack] {name} answers", flush=True)
+                pending.remove(name)
+            else:
+                last[name] = problem
+        if pending and time.monotonic() > deadline:
+            for name in pending:
+                print(f"[stack] {name} did not answer in {args.timeout:.0f} s: {last.get(name)}", file=sys.stderr)
+            return 1
+        if pending:
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Fixtures: the real Kafka broker and Redis server, and a fresh topic and namespace per test.
+
+With a Docker engine that answers, the services come from deploy/docker-compose.yml through
+pytest-docker; otherwise from deploy/local/stack.sh (started if it is not running, and left running
+so the next run reuses it: `make down` stops it). Nothing here fakes Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from consumer.kafka_io import delete_topics, ensure_topics
+from schemas.settings import Settings
+
+from support import read_records
+
+REPO = Path(__file__).resolve().parent.parent
+STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
+KAFKA_PORT = int(os.environ.get("METRICFOLD_KAFKA_PORT", "19092"))
+REDIS_PORT = int(os.environ.get("METRICFOLD_REDIS_PORT", "16379"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    kafka: str
+    redis_url: str
+    local: bool  # True: deploy/local/stack.sh, so the tests may stop and start services
+
+    def control(self, command: str) -> None:
+        """Run a stack.sh command (restart-redis, kill-kafka, ...); local stack only."""
+        if not self.local:
+            pytest.skip("service restarts need the local stack")
+        subprocess.run(["bash", str(STACK_SCRIPT), command], check=True, cwd=REPO)
+
+
+def _docker_engine_answers() -> bool:
+    if os.environ.get("METRICFOLD_NO_DOCKER") or shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(REPO / "deploy" / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return "metricfold-tests"
+
+
+def _wait_until_ready(kafka: str, redis_url: str) -> None:
+    python = os.environ.get("METRICFOLD_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+    subprocess.run(
+        [python, str(REPO / "deploy" / "local" / "wait_ready.py"), "--kafka", kafka, "--redis", redis_url],
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    kafka = f"127.0.0.1:{KAFKA_PORT}"
+    redis_url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    if _docker_engine_answers():
+        request.getfixturevalue("docker_services")  # pytest-docker: compose up now, down at the end
+        _wait_until_ready(kafka, redis_url)
+        return Stack(kafka=kafka, redis_url=redis_url, local=False)
+    subprocess.run(["bash", str(STACK_SCRIPT), "up"], check=True, cwd=REPO)
+    return Stack(kafka=kafka, redis_url=redis_url, local=True)
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Iterator[Settings]:
+    """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace."""
+    tag = uuid.uuid4().hex[:12]
+    made = Settings(
+        kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4
+    )
+    ensure_topics(made)
+    yield made
+    with contextlib.suppress(Exception):  # the broker may be down after a fault test; the topic is unique anyway
+        delete_topics(made, [made.topic, made.dead_letter_topic])
+    try:
+        with redis.Redis.from_url(stack.redis_url) as client:
+            keys = list(client.scan_iter(match=f"{made.namespace}:*", count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+    except redis.RedisError:
+        pass
+
+
+@pytest.fixture
+def redis_client(stack: Stack) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stack.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(name="read_records")
+def read_records_fixture() -> Callable[..., list[tuple[bytes, bytes]]]:
+    """The function support.read_records(settings, count, timeout=30, topic=None)."""
+    return read_records
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    path = REPO / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
