@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import Any
 
 from kafka import KafkaProducer
@@ -89,6 +90,7 @@ class KafkaTransport:
         """Connect to the brokers; raise BrokerUnavailable if none answers in time."""
         if self._producer is not None:
             return
+        self._probe()
         try:
             producer = KafkaProducer(**self.options())
         except KafkaError as exc:
@@ -101,6 +103,19 @@ class KafkaTransport:
         if callable(unregister):
             unregister()
         self._producer = producer
+
+    def _probe(self) -> None:
+        """Fail fast (and without kafka-python, which leaks a socket pair when its bootstrap fails) if no
+        bootstrap server accepts a TCP connection."""
+        errors = []
+        for server in self.settings.kafka.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "localhost", int(port)), self.connect_timeout_s):
+                    return
+            except (OSError, ValueError) as exc:
+                errors.append(f"{server.strip()}: {exc}")
+        raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable ({'; '.join(errors)})")
 
     def send(self, key: bytes, value: bytes) -> Delivery:
         """Hand one record to the producer; the returned Delivery tells whether it was acknowledged."""

@@ -253,8 +253,8 @@ def test_bad_run_paths_and_options_are_refused_before_anything_starts(offline: A
 
 
 def test_module_level_twins_act_on_the_most_recent_open_run(offline: Any) -> None:
-    first = offline()
-    second = offline()
+    first: mf.Run = offline()
+    second: mf.Run = offline()
     assert mf.run is second and mf.current_run() is second
     mf.log({"a": 1.0})
     mf.define_metric("a", summary="max")
