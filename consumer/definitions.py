@@ -1,0 +1,157 @@
+"""Metric definitions (``define_metric``, SPEC §4 rules 9, 12, 13): parsing, merging, glob resolution.
+
+A definition's name is a display path (``.`` separates levels, ``\\.`` is a literal dot) in which every
+``*`` matches any run of characters, ``.`` included. Resolution for a leaf's display path:
+
+1. a definition whose name equals the display path (exact) wins;
+2. else, among the globs that match, the one with the most literal (non-``*``) characters wins;
+   on a tie, the later definition (a re-definition of a name counts as new: it moves to the end);
+3. a bare ``*`` never matches a display path that starts with ``_``.
+
+Merging (rule 13): ``overwrite=True`` replaces the earlier definition of the same name. ``overwrite=False``
+combines: options are the union, except that ``none`` resets them (the key is absent); objective and
+step_metric keep the earlier value unless given; hidden is sticky. A definition whose options include
+``none`` and others is ``none``. ``summary=None`` (or an empty list) means options were not given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from schemas.errors import ValidationError
+from schemas.limits import Limits
+
+__all__ = ["OBJECTIVES", "OPTIONS", "Definition", "Resolver", "merge_definition", "parse_definition"]
+
+OPTIONS = ("best", "first", "last", "max", "mean", "min", "none")
+OBJECTIVES = ("maximize", "minimize")
+
+
+@dataclasses.dataclass(frozen=True)
+class Definition:
+    """One metric definition as folded (options sorted; ``("none",)`` means the key is absent)."""
+
+    name: str
+    options: tuple[str, ...] | None = None
+    objective: str | None = None
+    step_metric: str | None = None
+    hidden: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": None if self.options is None else list(self.options),
+            "objective": self.objective,
+            "step_metric": self.step_metric,
+            "hidden": self.hidden,
+        }
+
+
+def _options(raw: Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    found: set[str] = set()
+    for item in raw:
+        for part in str(item).split(","):
+            option = "".join(part.split()).lower()
+            if not option:
+                continue
+            if option not in OPTIONS:
+                raise ValidationError(
+                    f"define_metric({name!r}): summary option {part!r} is not one of {', '.join(OPTIONS)}",
+                    key=name,
+                    value=part,
+                )
+            found.add(option)
+    if not found:
+        return None
+    if "none" in found:
+        return ("none",)
+    return tuple(sorted(found))
+
+
+def parse_definition(datum: Mapping[str, Any], limits: Limits) -> tuple[Definition, bool]:
+    """A DefineMetric datum -> (definition as given, overwrite); ValidationError for bad options."""
+    name = datum["name"]
+    if not isinstance(name, str) or not name:
+        raise ValidationError("define_metric needs a non-empty metric name", value=name)
+    longest = limits.max_key_length * limits.max_key_depth
+    if len(name) > longest:
+        raise ValidationError(f"define_metric name {name[:40]!r}... is longer than {longest} characters", key=name)
+    objective = datum.get("objective")
+    if objective is not None:
+        objective = "".join(str(objective).split()).lower()
+        if objective not in OBJECTIVES:
+            raise ValidationError(
+                f"define_metric({name!r}): objective {datum.get('objective')!r} must be 'minimize' or 'maximize'",
+                key=name,
+            )
+    step_metric = datum.get("step_metric")
+    definition = Definition(
+        name=name,
+        options=_options(datum.get("summary"), name),
+        objective=objective,
+        step_metric=step_metric if isinstance(step_metric, str) and step_metric else None,
+        hidden=bool(datum.get("hidden", False)),
+    )
+    return definition, bool(datum.get("overwrite", False))
+
+
+def merge_definition(old: Definition | None, new: Definition, *, overwrite: bool) -> Definition:
+    """Rule 13; then rule 9's check that ``best`` has an objective (ValidationError if not)."""
+    if old is not None and not overwrite:
+        if new.options is None:
+            options = old.options
+        elif new.options == ("none",):
+            options = new.options
+        else:
+            kept = () if old.options in (None, ("none",)) else old.options
+            options = tuple(sorted(set(kept or ()) | set(new.options)))
+        new = Definition(
+            name=new.name,
+            options=options,
+            objective=new.objective or old.objective,
+            step_metric=new.step_metric or old.step_metric,
+            hidden=old.hidden or new.hidden,
+        )
+    if new.options is not None and "best" in new.options and new.objective is None:
+        raise ValidationError(
+            f"define_metric({new.name!r}, summary='best') needs objective='minimize' or 'maximize'", key=new.name
+        )
+    return new
+
+
+class Resolver:
+    """Which definition applies to a display path (see the module doc); memoised per display path."""
+
+    def __init__(self, definitions: Sequence[Definition]) -> None:
+        self._exact: dict[str, Definition] = {d.name: d for d in definitions}
+        globs: list[tuple[int, int, re.Pattern[str] | None, Definition]] = []
+        for position, d in enumerate(definitions):
+            if "*" in d.name:
+                pattern = None if d.name == "*" else re.compile(".*".join(map(re.escape, d.name.split("*"))), re.S)
+                globs.append((len(d.name) - d.name.count("*"), position, pattern, d))
+        globs.sort(key=lambda g: (g[0], g[1]), reverse=True)
+        self._globs = globs
+        self._memo: dict[str, Definition | None] = {}
+
+    def resolve(self, display: str) -> Definition | None:
+        try:
+            return self._memo[display]
+        except KeyError:
+            pass
+        found = self._exact.get(display)
+        if found is None:
+            for _, _, pattern, d in self._globs:
+                if pattern is None:
+                    if not display.startswith("_"):
+                        found = d
+                        break
+                elif pattern.fullmatch(display):
+                    found = d
+                    break
+        self._memo[display] = found
+        return found

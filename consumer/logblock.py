@@ -1,0 +1,305 @@
+"""Folding a ``metricfold.LogBlock``: consecutive log events of one producer, in columns (the fast path).
+
+The result is byte-identical to folding the same events one by one as standalone ``metricfold.Log``
+records. Blocks with at least ``VECTOR_MIN_VALUES`` float values are grouped by path with numpy
+(``consumer.aggregates.float_block_stats``); smaller ones, and blocks whose paths clash under rule 2
+(``a`` and ``a.b`` in one block), go value by value. Refused events (limits, bad paths, a path logged twice
+in one event, bad extras) and already-applied seqs are left out; the other events are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from consumer.aggregates import BlockStats, FloatArray, IntArray, float_block_stats, regular_block_stats
+from consumer.canonical import display_path
+from consumer.events import applied, log_value, new_leaf, refs_of
+from consumer.runstate import Rejected, RunState
+from consumer.views import mark_dirty
+from consumer.wirevalues import SUBTREE, TensorBlob, check_path, materialize
+from schemas.errors import ValidationError
+from schemas.limits import Limits
+
+__all__ = ["LOGBLOCK", "VECTOR_MIN_VALUES", "fold_log_block"]
+
+LOGBLOCK = "metricfold.LogBlock"
+
+#: blocks with fewer float values than this are folded value by value (numpy's per-call cost dominates)
+VECTOR_MIN_VALUES = 48
+
+_Extra = tuple[int, int, Any, list[TensorBlob]]  # event, path id, plain value, tensors
+
+
+def _prefix_free(paths: list[tuple[str, ...]]) -> bool:
+    known = set(paths)
+    return all(p[:i] not in known for p in paths for i in range(1, len(p)))
+
+
+def _clash(event_paths: list[tuple[str, ...]]) -> str:
+    """Why one event's paths cannot be folded ("" if they can): a key twice, or a key and a key under it."""
+    known: set[tuple[str, ...]] = set()
+    for path in event_paths:
+        if path in known:
+            return f"the event logs key {display_path(path)!r} twice"
+        known.add(path)
+    for path in event_paths:
+        for i in range(1, len(path)):
+            if path[:i] in known:
+                return f"the event logs both {display_path(path[:i])!r} and {display_path(path)!r} under it"
+    return ""
+
+
+def fold_log_block(
+    state: RunState, producer_id: str, block: Mapping[str, Any], index: int, limits: Limits, rejected: list[Rejected]
+) -> None:
+    """Fold one LogBlock item (run path and producer come from the batch header, already checked)."""
+    first_seq, steps, counts, ts = block["first_seq"], block["steps"], block["counts"], block["ts_ms"]
+    raw_paths, path_idx, raw_values = block["paths"], block["path_idx"], block["values"]
+    extras = block.get("extras") or ()
+    n, m = len(steps), len(path_idx)
+
+    def refuse(events: Any, reason: str) -> None:
+        rejected.extend(Rejected(index, producer_id, first_seq + i, reason, LOGBLOCK) for i in events)
+
+    problem = ""
+    if len(ts) != n or len(counts) != n:
+        problem = "malformed LogBlock: steps, ts_ms and counts must have one entry per event"
+    elif sum(counts) != m or len(raw_values) != m or (n and min(counts) < 0):
+        problem = "malformed LogBlock: counts must add up to the number of path_idx and values"
+    elif any(not (0 <= x["event"] < n and 0 <= x["path"] < len(raw_paths)) for x in extras):
+        problem = "malformed LogBlock: an extra's event or path is out of range"
+    elif first_seq < 0:
+        problem = f"seq {first_seq} is negative: seqs count from 0 per producer"
+    gid = np.asarray(path_idx, dtype=np.int64)
+    if not problem and m and (int(gid.min()) < 0 or int(gid.max()) >= len(raw_paths)):
+        problem = "malformed LogBlock: a path_idx is out of range"
+    if problem:
+        refuse(range(max(n, 1)), problem)
+        return
+    if n == 0:
+        return
+
+    reasons: dict[int, str] = {}  # refused events -> why ("" = already applied: skipped silently)
+    seen = state.producers.get(producer_id)
+    if seen is not None and seen.any_seen(first_seq, first_seq + n):
+        reasons.update((i, "") for i in range(n) if seen.seen(first_seq + i))
+    ids: dict[tuple[str, ...], int] = {}  # one id per distinct path
+    remap = [ids.setdefault(tuple(p), len(ids)) for p in raw_paths]
+    paths = list(ids)
+    if len(paths) != len(raw_paths) and m:
+        gid = np.asarray(remap, dtype=np.int64)[gid]
+    values = np.asarray(raw_values, dtype=np.float64)
+    ev: IntArray | None = None
+    if extras or max(counts) > limits.max_values_per_event or _bad_paths(paths, limits):
+        ev = np.repeat(np.arange(n, dtype=np.int64), counts)
+        kept = _check_events(paths, remap, counts, gid, ev, extras, limits, reasons)
+    else:
+        kept = []
+
+    while True:
+        if reasons:
+            if ev is None:
+                ev = np.repeat(np.arange(n, dtype=np.int64), counts)
+            take = np.ones(n, dtype=bool)
+            take[list(reasons)] = False
+            sel = take[ev]
+            g, v = gid[sel], values[sel]
+            e: IntArray | None = ev[sel]
+        else:
+            g, v, e = gid, values, ev
+        if len(v) < max(VECTOR_MIN_VALUES, 1):
+            stats = _small_block_stats(paths, counts, g, e, v, reasons)
+        else:
+            k = counts[0]
+            row = gid[:k].tolist()
+            if (
+                not reasons and k and counts.count(k) == n and len(set(row)) == k and bool((gid.reshape(n, k) == gid[:k]).all())
+            ):  # every event logs the same k float paths in the same order
+                stats = regular_block_stats(row, values.reshape(n, k))
+            else:
+                if e is None:
+                    e = ev = np.repeat(np.arange(n, dtype=np.int64), counts)
+                stats, twice = float_block_stats(g, e, v)
+                if twice:
+                    assert ev is not None
+                    for i in twice:
+                        reasons[i] = _clash([paths[p] for p in gid[ev == i].tolist()])
+                    continue
+        xs = [x for x in kept if x[0] not in reasons]
+        if not _apply_stats(state, paths, steps, stats, xs):
+            _fold_sequential(state, paths, steps, counts, g, e, v, xs, reasons)
+        break
+
+    if not reasons:
+        applied(state, producer_id, first_seq, first_seq + n, n, min(ts), max(ts))
+        return
+    for i, reason in sorted(reasons.items()):
+        if reason:
+            refuse((i,), reason)
+    for i in range(n):
+        if i not in reasons:
+            applied(state, producer_id, first_seq + i, first_seq + i + 1, 1, ts[i], ts[i])
+
+
+def _bad_paths(paths: list[tuple[str, ...]], limits: Limits) -> bool:
+    try:
+        for path in paths:
+            check_path(path, limits)
+    except ValidationError:
+        return True
+    return False
+
+
+def _check_events(
+    paths: list[tuple[str, ...]],
+    remap: list[int],
+    counts: list[int],
+    gid: IntArray,
+    ev: IntArray,
+    extras: Any,
+    limits: Limits,
+    reasons: dict[int, str],
+) -> list[_Extra]:
+    """Find the refused events (values per event, bad paths, clashes, bad extras); convert the extras."""
+    extras = sorted(extras, key=lambda x: int(x["event"]))
+    per_event = list(counts)
+    for extra in extras:
+        per_event[extra["event"]] += 1
+    for i, count in enumerate(per_event):
+        if count > limits.max_values_per_event:
+            reasons.setdefault(i, f"the event has {count} values, more than max_values_per_event={limits.max_values_per_event}")
+    for pid, path in enumerate(paths):
+        try:
+            check_path(path, limits)
+        except ValidationError as exc:
+            for i in sorted(set(ev[gid == pid].tolist()) | {x["event"] for x in extras if remap[x["path"]] == pid}):
+                reasons.setdefault(i, str(exc))
+    offsets = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    extra_paths: dict[int, list[int]] = {}
+    for extra in extras:
+        extra_paths.setdefault(extra["event"], []).append(remap[extra["path"]])
+    for i, pids in extra_paths.items():
+        if i not in reasons:
+            clash = _clash([paths[p] for p in gid[offsets[i] : offsets[i + 1]].tolist() + pids])
+            if clash:
+                reasons[i] = clash
+    kept: list[_Extra] = []
+    for extra in extras:
+        i, wire = extra["event"], extra["value"]
+        if i in reasons or wire is None:  # rule 5: None changes nothing
+            continue
+        blobs: list[TensorBlob] = []
+        try:
+            if type(wire) is tuple and wire[0] == SUBTREE:
+                raise ValidationError("a LogBlock extra cannot be a Subtree: nested dicts travel as leaf paths")
+            kept.append((i, remap[extra["path"]], materialize(wire, limits, blobs, ""), blobs))
+        except ValidationError as exc:
+            reasons[i] = str(exc)
+    return kept
+
+
+def _apply_stats(
+    state: RunState, paths: list[tuple[str, ...]], steps: list[int], stats: dict[int, BlockStats], xs: list[_Extra]
+) -> bool:
+    """Fold per-path block stats; False (and nothing changed) if the block's paths clash under rule 2."""
+    if xs:
+        extra_stats: dict[int, BlockStats] = {}
+        for i, pid, value, blobs in xs:
+            extra_stats.setdefault(pid, BlockStats()).add(value, refs_of(blobs), i)
+        for pid, more in extra_stats.items():
+            if pid in stats:
+                stats[pid].combine(more)
+            else:
+                stats[pid] = more
+    used = sorted(stats)
+    if len(used) > 1 and not _prefix_free([paths[p] for p in used]):
+        return False  # "a" and "a.b" in one block: order matters, fold value by value
+    for _, _, _, blobs in xs:
+        for blob in blobs:
+            state.pending_blobs[blob.sha] = blob.npy
+    for pid in used:
+        block = stats[pid]
+        path = paths[pid]
+        top = path[0]
+        mark_dirty(state, top)
+        state.hidden.discard(top)
+        leaves = state.tops.get(top)
+        leaf = None if leaves is None else leaves.get(path)
+        if leaf is None:
+            leaf = new_leaf(state, path, block.first, block.first_t)
+        leaf.add_block(block, steps)
+    return True
+
+
+def _events_of(counts: list[int], e: IntArray | None) -> list[int]:
+    return e.tolist() if e is not None else [i for i, c in enumerate(counts) for _ in range(c)]
+
+
+def _small_block_stats(
+    paths: list[tuple[str, ...]],
+    counts: list[int],
+    g: IntArray,
+    e: IntArray | None,
+    v: FloatArray,
+    reasons: dict[int, str],
+) -> dict[int, BlockStats]:
+    """Per-path stats of a few float values, in Python (cheaper than numpy's per-call cost here); events
+    that log a path twice, or a path and one under it, are refused."""
+    by_event: dict[int, list[tuple[int, float]]] = {}
+    for i, pid, value in zip(_events_of(counts, e), g.tolist(), v.tolist(), strict=True):
+        by_event.setdefault(i, []).append((pid, value))
+    stats: dict[int, BlockStats] = {}
+    clashes: dict[tuple[int, ...], str] = {}
+    for i, items in by_event.items():
+        pids = tuple(pid for pid, _ in items)
+        clash = clashes.get(pids)
+        if clash is None:
+            clash = clashes[pids] = _clash([paths[pid] for pid in pids])
+        if clash:
+            reasons[i] = clash
+            continue
+        for pid, value in items:
+            block = stats.get(pid)
+            if block is None:
+                block = stats[pid] = BlockStats()
+            block.add(value, (), i)
+    return stats
+
+
+def _fold_sequential(
+    state: RunState,
+    paths: list[tuple[str, ...]],
+    steps: list[int],
+    counts: list[int],
+    g: IntArray,
+    e: IntArray | None,
+    v: FloatArray,
+    xs: list[_Extra],
+    reasons: dict[int, str],
+) -> None:
+    """Value by value, event by event: exactly what standalone Log records would do (rule 2 clashes)."""
+    events = _events_of(counts, e)
+    by_event: dict[int, list[tuple[int, Any, list[TensorBlob]]]] = {}
+    no_blobs: list[TensorBlob] = []
+    for i, pid, value in zip(events, g.tolist(), v.tolist(), strict=True):
+        by_event.setdefault(i, []).append((pid, value, no_blobs))
+    for i, pid, value, blobs in xs:
+        by_event.setdefault(i, []).append((pid, value, blobs))
+    clashes: dict[tuple[int, ...], str] = {}
+    for i in sorted(by_event):
+        items = by_event[i]
+        pids = tuple(pid for pid, _, _ in items)
+        clash = clashes.get(pids)
+        if clash is None:
+            clash = clashes[pids] = _clash([paths[pid] for pid in pids])
+        if clash:
+            reasons[i] = clash
+            continue
+        step = steps[i]
+        for pid, value, blobs in items:
+            log_value(state, paths[pid], value, blobs, step)
