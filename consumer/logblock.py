@@ -9,12 +9,20 @@ in one event, bad extras) and already-applied seqs are left out; the other event
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from consumer.aggregates import BlockStats, FloatArray, IntArray, float_block_stats, regular_block_stats
+from consumer.aggregates import (
+    BlockStats,
+    FloatArray,
+    IntArray,
+    exact_units,
+    float_block_stats,
+    regular_block_stats,
+)
 from consumer.canonical import display_path
 from consumer.events import applied, log_value, new_leaf, refs_of
 from consumer.runstate import Rejected, RunState
@@ -73,9 +81,15 @@ def fold_log_block(
         problem = "malformed LogBlock: an extra's event or path is out of range"
     elif first_seq < 0:
         problem = f"seq {first_seq} is negative: seqs count from 0 per producer"
-    gid = np.asarray(path_idx, dtype=np.int64)
-    if not problem and m and (int(gid.min()) < 0 or int(gid.max()) >= len(raw_paths)):
-        problem = "malformed LogBlock: a path_idx is out of range"
+    small = m < max(VECTOR_MIN_VALUES, 1)
+    if small:
+        if not problem and m and (min(path_idx) < 0 or max(path_idx) >= len(raw_paths)):
+            problem = "malformed LogBlock: a path_idx is out of range"
+        gid = np.empty(0, dtype=np.int64)  # converted below unless the tiny fast path takes the block
+    else:
+        gid = np.asarray(path_idx, dtype=np.int64)
+        if not problem and (int(gid.min()) < 0 or int(gid.max()) >= len(raw_paths)):
+            problem = "malformed LogBlock: a path_idx is out of range"
     if problem:
         refuse(range(max(n, 1)), problem)
         return
@@ -89,11 +103,19 @@ def fold_log_block(
     ids: dict[tuple[str, ...], int] = {}  # one id per distinct path
     remap = [ids.setdefault(tuple(p), len(ids)) for p in raw_paths]
     paths = list(ids)
+    bad = extras or max(counts) > limits.max_values_per_event or _bad_paths(state, paths, limits)
+    if small and not bad and not reasons and len(paths) == len(raw_paths):  # the tiny fast path
+        stats = _small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
+        if stats is not None and _apply_stats(state, paths, steps, stats, []):
+            applied(state, producer_id, first_seq, first_seq + n, n, min(ts), max(ts))
+            return
+    if small:
+        gid = np.asarray(path_idx, dtype=np.int64)
     if len(paths) != len(raw_paths) and m:
         gid = np.asarray(remap, dtype=np.int64)[gid]
     values = np.asarray(raw_values, dtype=np.float64)
     ev: IntArray | None = None
-    if extras or max(counts) > limits.max_values_per_event or _bad_paths(paths, limits):
+    if bad:
         ev = np.repeat(np.arange(n, dtype=np.int64), counts)
         kept = _check_events(paths, remap, counts, gid, ev, extras, limits, reasons)
     else:
@@ -111,7 +133,9 @@ def fold_log_block(
         else:
             g, v, e = gid, values, ev
         if len(v) < max(VECTOR_MIN_VALUES, 1):
-            stats = _small_block_stats(paths, counts, g, e, v, reasons)
+            stats = _small_regular_stats(counts, gid.tolist(), values.tolist()) if not reasons else None
+            if stats is None:
+                stats = _small_block_stats(paths, counts, g, e, v, reasons)
         else:
             k = counts[0]
             row = gid[:k].tolist()
@@ -144,10 +168,17 @@ def fold_log_block(
             applied(state, producer_id, first_seq + i, first_seq + i + 1, 1, ts[i], ts[i])
 
 
-def _bad_paths(paths: list[tuple[str, ...]], limits: Limits) -> bool:
+def _bad_paths(state: RunState, paths: list[tuple[str, ...]], limits: Limits) -> bool:
+    """Whether a path breaks a limit; paths found good are remembered per state (for these limits)."""
+    if state.good_paths_limits is not limits:
+        state.good_paths_limits = limits
+        state.good_paths = set()
+    good = state.good_paths
     try:
         for path in paths:
-            check_path(path, limits)
+            if path not in good:
+                check_path(path, limits)
+                good.add(path)
     except ValidationError:
         return True
     return False
@@ -238,6 +269,28 @@ def _apply_stats(
 
 def _events_of(counts: list[int], e: IntArray | None) -> list[int]:
     return e.tolist() if e is not None else [i for i, c in enumerate(counts) for _ in range(c)]
+
+
+def _small_regular_stats(counts: list[int], pids: list[int], vl: list[float]) -> dict[int, BlockStats] | None:
+    """The stats of a few finite float values logged at the same k paths by every event, with list
+    builtins (min, index, slicing run in C); None when the block is not like that."""
+    n, k = len(counts), counts[0] if counts else 0
+    if not k or counts.count(k) != n:
+        return None
+    row = pids[:k]
+    if len(set(row)) != k or pids != row * n or not math.isfinite(sum(vl)):  # a finite sum: no NaN, no inf
+        return None
+    stats: dict[int, BlockStats] = {}
+    for c, pid in enumerate(row):
+        column = vl[c::k]
+        block = stats[pid] = BlockStats()
+        block.first, block.first_ev, block.last, block.last_ev = column[0], 0, column[-1], n - 1
+        lo, hi = min(column), max(column)  # the first of equal extremes, as index() finds it too
+        block.min, block.min_ev = lo, column.index(lo)
+        block.max, block.max_ev = hi, column.index(hi)
+        block.nf = n
+        block.s = sum(map(exact_units, column))
+    return stats
 
 
 def _small_block_stats(

@@ -138,6 +138,8 @@ class RunState:
         # derived from the above
         self.interior: dict[tuple[str, ...], int] = {}  # proper prefixes of leaf paths -> number of leaves
         self.resolver = Resolver(())
+        self.good_paths: set[tuple[str, ...]] = set()  # leaf paths known to pass good_paths_limits
+        self.good_paths_limits: object = None
         # change tracking (not persisted; see consumer.views)
         self.dirty: set[str] = set()
         self.all_dirty = False
