@@ -92,18 +92,21 @@ def applied(state: RunState, producer_id: str, first_seq: int, end_seq: int, cou
 
 
 def _prepare_log(state: RunState, datum: Mapping[str, Any], limits: Limits) -> Any:
+    step = datum["step"]
+    if type(step) is not int:
+        raise ValidationError(f"a log's step must be an int, got {step!r}")
     out = []
     for path, wire in split_log_values(datum["values"], limits):
         if wire is None:  # rule 5: None in a log changes nothing
             continue
         blobs: list[TensorBlob] = []
         out.append((path, materialize(wire, limits, blobs, ""), blobs))
-    return out
+    return step, out
 
 
 def _apply_log(state: RunState, datum: Mapping[str, Any], payload: Any) -> None:
-    step = datum["step"]
-    for path, value, blobs in payload:
+    step, values = payload
+    for path, value, blobs in values:
         log_value(state, path, value, blobs, step)
 
 
@@ -159,6 +162,7 @@ def _apply_define(state: RunState, datum: Mapping[str, Any], payload: Any) -> No
     state.definitions = [d for d in state.definitions if d.name != payload.name]
     state.definitions.append(payload)
     state.resolver = Resolver(state.definitions)
+    state.definitions_json = None
 
 
 # --- RunStarted / RunFinished ----------------------------------------------------------------------------

@@ -86,10 +86,15 @@ def _get(datum: Any, field: str) -> Any:
 
 
 def _fold_batch(state: RunState, batch: Mapping[str, Any], limits: Limits, rejected: list[Rejected]) -> None:
-    run = (batch["entity"], batch["project"], batch["run_id"])
-    producer_id = batch["producer_id"]
+    try:
+        run = (batch["entity"], batch["project"], batch["run_id"])
+        producer_id = batch["producer_id"]
+        items = [(str(name), item) for name, item in batch["items"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        rejected.append(Rejected(0, _text(_get(batch, "producer_id")), None, f"malformed {BATCH}: {exc!r}", BATCH))
+        return
     wrong_run = run != (state.entity, state.project, state.run_id)
-    for index, (name, item) in enumerate(batch["items"]):
+    for index, (name, item) in enumerate(items):
         if name == LOGBLOCK:
             if wrong_run:
                 n = len(item.get("steps") or ()) or 1
@@ -125,8 +130,12 @@ def _fold_event(
     limits: Limits,
     rejected: list[Rejected],
 ) -> None:
-    producer_id, seq = datum["producer_id"], datum["seq"]
-    if type(seq) is not int or seq < 0:
+    producer_id, seq, ts = datum.get("producer_id"), datum.get("seq"), datum.get("ts_ms")
+    if type(producer_id) is not str or type(seq) is not int or type(ts) is not int:
+        reason = f"malformed {name} event: producer_id, seq and ts_ms are required"
+        rejected.append(Rejected(index, _text(producer_id), seq if type(seq) is int else None, reason, name))
+        return
+    if seq < 0:
         reason = f"seq {seq!r} is negative: seqs count from 0 per producer"
         rejected.append(Rejected(index, producer_id, seq, reason, name))
         return
@@ -143,5 +152,8 @@ def _fold_event(
         rejected.append(Rejected(index, producer_id, seq, f"malformed {name} event: {exc!r}", name))
         return
     apply(state, datum, payload)
-    ts = datum["ts_ms"]
     applied(state, producer_id, seq, seq + 1, 1, ts, ts)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -64,32 +64,30 @@ def fold_log_block(
     state: RunState, producer_id: str, block: Mapping[str, Any], index: int, limits: Limits, rejected: list[Rejected]
 ) -> None:
     """Fold one LogBlock item (run path and producer come from the batch header, already checked)."""
-    first_seq, steps, counts, ts = block["first_seq"], block["steps"], block["counts"], block["ts_ms"]
-    raw_paths, path_idx, raw_values = block["paths"], block["path_idx"], block["values"]
-    extras = block.get("extras") or ()
-    n, m = len(steps), len(path_idx)
+    first_seq = block.get("first_seq") if isinstance(block, Mapping) else None
+    first_seq = first_seq if type(first_seq) is int else 0
 
     def refuse(events: Any, reason: str) -> None:
         rejected.extend(Rejected(index, producer_id, first_seq + i, reason, LOGBLOCK) for i in events)
 
-    problem = ""
-    if len(ts) != n or len(counts) != n:
-        problem = "malformed LogBlock: steps, ts_ms and counts must have one entry per event"
-    elif sum(counts) != m or len(raw_values) != m or (n and min(counts) < 0):
-        problem = "malformed LogBlock: counts must add up to the number of path_idx and values"
-    elif any(not (0 <= x["event"] < n and 0 <= x["path"] < len(raw_paths)) for x in extras):
-        problem = "malformed LogBlock: an extra's event or path is out of range"
-    elif first_seq < 0:
-        problem = f"seq {first_seq} is negative: seqs count from 0 per producer"
-    small = m < max(VECTOR_MIN_VALUES, 1)
-    if small:
-        if not problem and m and (min(path_idx) < 0 or max(path_idx) >= len(raw_paths)):
-            problem = "malformed LogBlock: a path_idx is out of range"
-        gid = np.empty(0, dtype=np.int64)  # converted below unless the tiny fast path takes the block
-    else:
-        gid = np.asarray(path_idx, dtype=np.int64)
-        if not problem and (int(gid.min()) < 0 or int(gid.max()) >= len(raw_paths)):
-            problem = "malformed LogBlock: a path_idx is out of range"
+    n = 1
+    try:
+        steps, counts, ts = block["steps"], block["counts"], block["ts_ms"]
+        raw_paths, path_idx, raw_values = block["paths"], block["path_idx"], block["values"]
+        extras = block.get("extras") or ()
+        n, m = len(steps), len(path_idx)
+        problem = _structure_problem(block, steps, counts, ts, raw_paths, path_idx, raw_values, extras)
+        small = m < max(VECTOR_MIN_VALUES, 1)
+        if small:
+            if not problem and m and (min(path_idx) < 0 or max(path_idx) >= len(raw_paths)):
+                problem = "malformed LogBlock: a path_idx is out of range"
+            gid = np.empty(0, dtype=np.int64)  # converted below unless the tiny fast path takes the block
+        else:
+            gid = np.asarray(path_idx, dtype=np.int64)
+            if not problem and (int(gid.min()) < 0 or int(gid.max()) >= len(raw_paths)):
+                problem = "malformed LogBlock: a path_idx is out of range"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"malformed LogBlock: {exc!r}"
     if problem:
         refuse(range(max(n, 1)), problem)
         return
@@ -166,6 +164,30 @@ def fold_log_block(
     for i in range(n):
         if i not in reasons:
             applied(state, producer_id, first_seq + i, first_seq + i + 1, 1, ts[i], ts[i])
+
+
+def _structure_problem(
+    block: Mapping[str, Any],
+    steps: Any,
+    counts: Any,
+    ts: Any,
+    raw_paths: Any,
+    path_idx: Any,
+    raw_values: Any,
+    extras: Any,
+) -> str:
+    n, m = len(steps), len(path_idx)
+    if type(block["first_seq"]) is not int:
+        return "malformed LogBlock: first_seq must be an int"
+    if len(ts) != n or len(counts) != n:
+        return "malformed LogBlock: steps, ts_ms and counts must have one entry per event"
+    if sum(counts) != m or len(raw_values) != m or (n and min(counts) < 0):
+        return "malformed LogBlock: counts must add up to the number of path_idx and values"
+    if any(not (0 <= x["event"] < n and 0 <= x["path"] < len(raw_paths)) for x in extras):
+        return "malformed LogBlock: an extra's event or path is out of range"
+    if block["first_seq"] < 0:
+        return f"seq {block['first_seq']} is negative: seqs count from 0 per producer"
+    return ""
 
 
 def _bad_paths(state: RunState, paths: list[tuple[str, ...]], limits: Limits) -> bool:

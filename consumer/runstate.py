@@ -125,6 +125,7 @@ class RunState:
         self.producers: dict[str, Seen] = {}
         self.tops: dict[str, dict[tuple[str, ...], Leaf]] = {}
         self.definitions: list[Definition] = []
+        self.definitions_json: str | None = None  # cache of meta "definitions"; None when stale
         self.overrides: dict[str, tuple[Any, TensorRefs]] = {}
         self.hidden: set[str] = set()
         self.name: str | None = None
@@ -190,7 +191,9 @@ def meta_strings(state: RunState) -> dict[str, str]:
     if state.tags:
         meta["tags"] = canonical_json(state.tags)
     if state.definitions:
-        meta["definitions"] = canonical_json([d.to_json() for d in state.definitions])
+        if state.definitions_json is None:
+            state.definitions_json = canonical_json([d.to_json() for d in state.definitions])
+        meta["definitions"] = state.definitions_json
     return meta
 
 

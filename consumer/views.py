@@ -216,8 +216,12 @@ def take_changes(state: RunState) -> Changes:
             if text != old_text:
                 changes.summary_set[key] = text
                 state.pub_summary[key] = text
-                new_flat = {}
-                _flatten(escape_segment(key), value, new_flat)
+                kind = type(value)
+                if kind is dict or kind is list:
+                    new_flat = {}
+                    _flatten(escape_segment(key), value, new_flat)
+                else:  # a scalar: its flat path is the key, its JSON the text just made
+                    _diff_flat_scalar(state, key, text, value, changes)
         if new_flat is not None:
             _diff_flat(state, key, new_flat, changes)
         old_tensors = state.pub_tensors.get(key, {})
@@ -247,6 +251,26 @@ def take_changes(state: RunState) -> Changes:
     state.meta_dirty = False
     state.pending_blobs = {}
     return changes
+
+
+def _diff_flat_scalar(state: RunState, key: str, text: str, value: Any, changes: Changes) -> None:
+    path = escape_segment(key)
+    entry = (text, _numeric(value))
+    old = state.pub_flat.get(key)
+    state.pub_flat[key] = {path: entry}
+    if old is not None:
+        for stale, (_, number) in old.items():
+            if stale != path:
+                changes.flat_del.append(stale)
+                if number is not None:
+                    changes.numeric_del.append(stale)
+    previous = None if old is None else old.get(path)
+    if previous != entry:
+        changes.flat_set[path] = text
+        if entry[1] is not None:
+            changes.numeric_set[path] = entry[1]
+        elif previous is not None and previous[1] is not None:
+            changes.numeric_del.append(path)
 
 
 def _diff_flat(state: RunState, key: str, new_flat: dict[str, Any], changes: Changes) -> None:

@@ -193,3 +193,25 @@ def test_a_refused_event_is_not_remembered_so_a_fixed_resend_applies() -> None:
     assert len(fold_record(state, bad)) == 1
     assert fold_record(state, fixed) == []
     assert state.definitions[0].objective == "maximize"
+
+
+def test_records_that_are_not_the_schema_shape_are_refused_not_raised() -> None:
+    state = fresh()
+    no_ts = ("metricfold.Log", {k: v for k, v in log({"a": 1.0})[1].items() if k != "ts_ms"})
+    no_steps = ("metricfold.LogBlock", {k: v for k, v in log_block([(0, 0, [(("a",), 1.0)])])[1].items() if k != "steps"})
+
+    assert "malformed" in fold_record(state, no_ts)[0].reason
+    assert "malformed metricfold.Batch" in fold_record(state, ("metricfold.Batch", {"entity": "team"}))[0].reason
+    assert "malformed LogBlock" in fold_record(state, batch([no_steps]))[0].reason
+    assert state_to_bytes(state) == state_to_bytes(fresh())
+
+
+def test_a_log_block_event_with_an_empty_key_path_is_refused_alone() -> None:
+    name, datum = log_block([(0, 0, [(("a",), 1.0)]), (1, 1, [(("b",), 2.0)])])
+    datum["paths"][1] = []
+    state = fresh()
+
+    refused = fold_record(state, batch([(name, datum)]))
+
+    assert [r.seq for r in refused] == [1] and "empty" in refused[0].reason
+    assert summary(state) == {"a": 1.0}

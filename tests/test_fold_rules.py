@@ -214,7 +214,7 @@ def test_rule_12_globs_match_anywhere_and_precedence_is_deterministic() -> None:
     records = [
         lg.define("*", "last"),
         lg.define("val/*", "min"),
-        lg.define("*/loss", "max"),  # same literal length as "val/*"... no: 5 vs 5 -> the later one wins
+        lg.define("*/loss", "max"),  # as many literal characters as "val/*", and later
         lg.define("val/acc", "mean"),
         lg.define("*.norm", "first"),
     ]
