@@ -13,8 +13,8 @@ writes; the rest is derived (rebuilt on load) or change tracking for ``take_chan
 - run meta: name, config (canonical JSON text), tags, status, exit_code, created/updated (ts_ms), events.
 
 Canonical bytes: UTF-8 of ``canonical_json`` of a document with sorted keys; leaves sorted by path; the
-exact sums in hex; floats by repr; tensors only by SHA-256 (their bytes are never in the state). Equal
-folded states give equal bytes, and ``state_from_bytes(state_to_bytes(s))`` folds on exactly like ``s``.
+exact sums as "<odd part in hex>p<shift>"; floats by repr; tensors only by SHA-256 (their bytes are never
+in the state). Equal folded states give equal bytes, and ``state_from_bytes(state_to_bytes(s))`` folds on exactly like ``s``.
 """
 
 from __future__ import annotations
@@ -197,6 +197,19 @@ def meta_strings(state: RunState) -> dict[str, str]:
     return meta
 
 
+def _sum_text(s: int) -> str:
+    """An exact sum as "<odd part in hex>p<power of two>": short, and one spelling per value."""
+    if s == 0:
+        return "0p0"
+    zeros = (s & -s).bit_length() - 1
+    return f"{s >> zeros:x}p{zeros}"
+
+
+def _sum_from_text(text: str) -> int:
+    odd, zeros = text.split("p")
+    return int(odd, 16) << int(zeros)
+
+
 def _refs(refs: TensorRefs) -> list[list[str]]:
     return [[rel, sha] for rel, sha in refs]
 
@@ -211,7 +224,7 @@ def state_to_bytes(state: RunState) -> bytes:
             leaf.last,
             _refs(leaf.last_t),
             leaf.nf,
-            hex(leaf.s),
+            _sum_text(leaf.s),
             leaf.pinf,
             leaf.ninf,
             leaf.min,
@@ -261,7 +274,7 @@ def state_from_bytes(data: bytes) -> RunState:
         path = tuple(row[0])
         leaf = Leaf(path, display_path(path), row[1], _tensor_refs(row[2]))
         leaf.last, leaf.last_t = row[3], _tensor_refs(row[4])
-        leaf.nf, leaf.s, leaf.pinf, leaf.ninf = row[5], int(row[6], 16), row[7], row[8]
+        leaf.nf, leaf.s, leaf.pinf, leaf.ninf = row[5], _sum_from_text(row[6]), row[7], row[8]
         leaf.min, leaf.min_step, leaf.max, leaf.max_step = row[9], row[10], row[11], row[12]
         state.tops.setdefault(path[0], {})[path] = leaf
         for i in range(1, len(path)):
