@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from consumer.aggregates import (
+    SCALE_BITS,
     BlockStats,
     FloatArray,
     IntArray,
@@ -39,6 +41,18 @@ LOGBLOCK = "metricfold.LogBlock"
 VECTOR_MIN_VALUES = 48
 
 _Extra = tuple[int, int, Any, list[TensorBlob]]  # event, path id, plain value, tensors
+_EVENT, _PATH, _VALUE = itemgetter("event"), itemgetter("path"), itemgetter("value")
+
+
+class _ExtraColumns:
+    """A LogBlock's extras as three columns (event, path index, wire value), in the order given."""
+
+    __slots__ = ("events", "paths", "values")
+
+    def __init__(self, extras: Any) -> None:
+        self.events: list[int] = list(map(_EVENT, extras))
+        self.paths: list[int] = list(map(_PATH, extras))
+        self.values: list[Any] = list(map(_VALUE, extras))
 
 
 def _prefix_free(paths: list[tuple[str, ...]]) -> bool:
@@ -74,7 +88,7 @@ def fold_log_block(
     try:
         steps, counts, ts = block["steps"], block["counts"], block["ts_ms"]
         raw_paths, path_idx, raw_values = block["paths"], block["path_idx"], block["values"]
-        extras = block.get("extras") or ()
+        extras = _ExtraColumns(block.get("extras") or ())
         n, m = len(steps), len(path_idx)
         problem = _structure_problem(block, steps, counts, ts, raw_paths, path_idx, raw_values, extras)
         small = m < max(VECTOR_MIN_VALUES, 1)
@@ -101,7 +115,7 @@ def fold_log_block(
     ids: dict[tuple[str, ...], int] = {}  # one id per distinct path
     remap = [ids.setdefault(tuple(p), len(ids)) for p in raw_paths]
     paths = list(ids)
-    bad = extras or max(counts) > limits.max_values_per_event or _bad_paths(state, paths, limits)
+    bad = extras.events or max(counts) > limits.max_values_per_event or _bad_paths(state, paths, limits)
     if small and not bad and not reasons and len(paths) == len(raw_paths):  # the tiny fast path
         stats = _small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
         if stats is not None and _apply_stats(state, paths, steps, stats, []):
@@ -115,7 +129,7 @@ def fold_log_block(
     ev: IntArray | None = None
     if bad:
         ev = np.repeat(np.arange(n, dtype=np.int64), counts)
-        kept = _check_events(paths, remap, counts, gid, ev, extras, limits, reasons)
+        kept = _check_events(state, paths, remap, counts, gid, ev, extras, limits, reasons)
     else:
         kept = []
 
@@ -183,7 +197,9 @@ def _structure_problem(
         return "malformed LogBlock: steps, ts_ms and counts must have one entry per event"
     if sum(counts) != m or len(raw_values) != m or (n and min(counts) < 0):
         return "malformed LogBlock: counts must add up to the number of path_idx and values"
-    if any(not (0 <= x["event"] < n and 0 <= x["path"] < len(raw_paths)) for x in extras):
+    if extras.events and not (
+        min(extras.events) >= 0 and max(extras.events) < n and min(extras.paths) >= 0 and max(extras.paths) < len(raw_paths)
+    ):
         return "malformed LogBlock: an extra's event or path is out of range"
     if block["first_seq"] < 0:
         return f"seq {block['first_seq']} is negative: seqs count from 0 per producer"
@@ -207,53 +223,104 @@ def _bad_paths(state: RunState, paths: list[tuple[str, ...]], limits: Limits) ->
 
 
 def _check_events(
+    state: RunState,
     paths: list[tuple[str, ...]],
     remap: list[int],
     counts: list[int],
     gid: IntArray,
     ev: IntArray,
-    extras: Any,
+    extras: _ExtraColumns,
     limits: Limits,
     reasons: dict[int, str],
 ) -> list[_Extra]:
-    """Find the refused events (values per event, bad paths, clashes, bad extras); convert the extras."""
-    extras = sorted(extras, key=lambda x: int(x["event"]))
-    per_event = list(counts)
-    for extra in extras:
-        per_event[extra["event"]] += 1
-    for i, count in enumerate(per_event):
-        if count > limits.max_values_per_event:
-            reasons.setdefault(i, f"the event has {count} values, more than max_values_per_event={limits.max_values_per_event}")
-    for pid, path in enumerate(paths):
-        try:
-            check_path(path, limits)
-        except ValidationError as exc:
-            for i in sorted(set(ev[gid == pid].tolist()) | {x["event"] for x in extras if remap[x["path"]] == pid}):
-                reasons.setdefault(i, str(exc))
-    offsets = [0]
-    for c in counts:
-        offsets.append(offsets[-1] + c)
-    extra_paths: dict[int, list[int]] = {}
-    for extra in extras:
-        extra_paths.setdefault(extra["event"], []).append(remap[extra["path"]])
-    for i, pids in extra_paths.items():
-        if i not in reasons:
-            clash = _clash([paths[p] for p in gid[offsets[i] : offsets[i + 1]].tolist() + pids])
-            if clash:
-                reasons[i] = clash
+    """Find the refused events (values per event, bad paths, clashes, bad extras); convert the extras.
+
+    Cheap whole-block checks first; the per-event work runs only for the events they flag."""
+    n = len(counts)
+    xe, xv = extras.events, extras.values
+    xp = [remap[p] for p in extras.paths]
+    if xe != sorted(xe):
+        order = sorted(range(len(xe)), key=xe.__getitem__)
+        xe, xp, xv = [xe[j] for j in order], [xp[j] for j in order], [xv[j] for j in order]
+    limit = limits.max_values_per_event
+    per_event = np.asarray(counts, dtype=np.int64)
+    if xe:
+        per_event = per_event + np.bincount(np.asarray(xe, dtype=np.int64), minlength=n)
+    for i in np.flatnonzero(per_event > limit).tolist():
+        reasons.setdefault(i, f"the event has {per_event[i]} values, more than max_values_per_event={limit}")
+    if _bad_paths(state, paths, limits):
+        for pid, path in enumerate(paths):
+            try:
+                check_path(path, limits)
+            except ValidationError as exc:
+                events = set(ev[gid == pid].tolist()) | {i for i, p in zip(xe, xp, strict=True) if p == pid}
+                for i in sorted(events):
+                    reasons.setdefault(i, str(exc))
+    if xe:
+        float_paths = set(np.flatnonzero(np.bincount(gid, minlength=len(paths))).tolist()) if len(gid) else set()
+        maybe_clash = not float_paths.isdisjoint(xp) or len(set(zip(xe, xp, strict=True))) != len(xe) or not _prefix_free(paths)
+        if maybe_clash:  # look event by event
+            offsets = [0]
+            for c in counts:
+                offsets.append(offsets[-1] + c)
+            extra_paths: dict[int, list[int]] = {}
+            for i, pid in zip(xe, xp, strict=True):
+                extra_paths.setdefault(i, []).append(pid)
+            for i, pids in extra_paths.items():
+                if i not in reasons:
+                    clash = _clash([paths[p] for p in gid[offsets[i] : offsets[i + 1]].tolist() + pids])
+                    if clash:
+                        reasons[i] = clash
     kept: list[_Extra] = []
-    for extra in extras:
-        i, wire = extra["event"], extra["value"]
-        if i in reasons or wire is None:  # rule 5: None changes nothing
+    no_blobs: list[TensorBlob] = []
+    max_string = limits.max_string_length
+    for i, pid, wire in zip(xe, xp, xv, strict=True):
+        kind = type(wire)
+        if wire is None or i in reasons:  # rule 5: None changes nothing
+            continue
+        if kind is int or kind is float or kind is bool or (kind is str and len(wire) <= max_string):
+            kept.append((i, pid, wire, no_blobs))
             continue
         blobs: list[TensorBlob] = []
         try:
-            if type(wire) is tuple and wire[0] == SUBTREE:
+            if kind is tuple and wire[0] == SUBTREE:
                 raise ValidationError("a LogBlock extra cannot be a Subtree: nested dicts travel as leaf paths")
-            kept.append((i, remap[extra["path"]], materialize(wire, limits, blobs, ""), blobs))
+            kept.append((i, pid, materialize(wire, limits, blobs, ""), blobs))
         except ValidationError as exc:
             reasons[i] = str(exc)
     return kept
+
+
+def _extra_stats(xs: list[_Extra]) -> dict[int, BlockStats]:
+    """Per-path stats of the extras (event order); runs of plain ints or of non-numbers use list builtins."""
+    by_path: dict[int, list[_Extra]] = {}
+    for x in xs:
+        found = by_path.get(x[1])
+        if found is None:
+            by_path[x[1]] = [x]
+        else:
+            found.append(x)
+    out: dict[int, BlockStats] = {}
+    for pid, items in by_path.items():
+        block = out[pid] = BlockStats()
+        values = [x[2] for x in items]
+        kinds = set(map(type, values))
+        first, last = items[0], items[-1]
+        if kinds == {int}:
+            events = [x[0] for x in items]
+            block.first, block.first_ev, block.last, block.last_ev = first[2], first[0], last[2], last[0]
+            lo, hi = min(values), max(values)
+            block.min, block.min_ev = lo, events[values.index(lo)]
+            block.max, block.max_ev = hi, events[values.index(hi)]
+            block.nf = len(values)
+            block.s = sum(values) << SCALE_BITS
+        elif not kinds & {int, float}:  # rule 11: non-numeric values update only first and last
+            block.first, block.first_t, block.first_ev = first[2], refs_of(first[3]), first[0]
+            block.last, block.last_t, block.last_ev = last[2], refs_of(last[3]), last[0]
+        else:
+            for i, _, value, blobs in items:
+                block.add(value, refs_of(blobs), i)
+    return out
 
 
 def _apply_stats(
@@ -261,10 +328,7 @@ def _apply_stats(
 ) -> bool:
     """Fold per-path block stats; False (and nothing changed) if the block's paths clash under rule 2."""
     if xs:
-        extra_stats: dict[int, BlockStats] = {}
-        for i, pid, value, blobs in xs:
-            extra_stats.setdefault(pid, BlockStats()).add(value, refs_of(blobs), i)
-        for pid, more in extra_stats.items():
+        for pid, more in _extra_stats(xs).items():
             if pid in stats:
                 stats[pid].combine(more)
             else:

@@ -301,6 +301,24 @@ def test_property_canonical_bytes_survive_a_round_trip(records: list[Record]) ->
 
 
 column = st.lists(floats, min_size=1, max_size=300)
+int_column = st.lists(st.integers(-5, 5) | st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=200)
+mixed_column = st.lists(floats | st.integers(-3, 3) | st.booleans() | st.sampled_from(["x", "y"]) | st.none(), max_size=200)
+
+
+def _fold_columns_both_ways(columns: list[list[Any]], vector: int, cut: int) -> None:
+    n = max(len(c) for c in columns)
+    logs = [log({f"k{j}": c[i] for j, c in enumerate(columns) if i < len(c)}, step=(i * 7) % 11, seq=i, ts=i) for i in range(n)]
+    reference = fresh()
+    for record in logs:
+        fold_record(reference, record)
+
+    state = fresh()
+    with vector_min(vector):
+        for part in (logs[:cut], logs[cut:]):
+            if part:
+                assert fold_record(state, batch([block_of_logs(part)])) == []
+
+    assert state_to_bytes(state) == state_to_bytes(reference)
 
 
 @settings(max_examples=300, deadline=None)
@@ -316,16 +334,20 @@ def test_property_a_numpy_folded_log_block_equals_the_logs_one_by_one(
     if regular:  # every event logs every key, all finite: the regular fast paths
         size = min(len(c) for c in columns)
         columns = [[x if math.isfinite(x) else 0.5 for x in c[:size]] for c in columns]
-    n = max(len(c) for c in columns)
-    logs = [log({f"k{j}": c[i] for j, c in enumerate(columns) if i < len(c)}, step=(i * 7) % 11, seq=i, ts=i) for i in range(n)]
-    reference = fresh()
-    for record in logs:
-        fold_record(reference, record)
+    _fold_columns_both_ways(columns, vector, cut)
 
-    state = fresh()
-    with vector_min(vector):
-        for part in (logs[:cut], logs[cut:]):
-            if part:
-                assert fold_record(state, batch([block_of_logs(part)])) == []
 
-    assert state_to_bytes(state) == state_to_bytes(reference)
+@settings(max_examples=200, deadline=None)
+@given(
+    floats_=st.lists(column, max_size=2),
+    ints=st.lists(int_column, max_size=2),
+    mixed=st.lists(mixed_column, max_size=2),
+    vector=st.sampled_from([0, 48, 10**9]),
+    cut=st.integers(0, 200),
+)
+def test_property_log_blocks_with_extras_equal_the_logs_one_by_one(
+    floats_: list[list[float]], ints: list[list[int]], mixed: list[list[Any]], vector: int, cut: int
+) -> None:
+    columns: list[list[Any]] = [*floats_, *ints, *mixed]
+    if any(columns):
+        _fold_columns_both_ways([c for c in columns if c] or [[1.0]], vector, cut)
