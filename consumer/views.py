@@ -202,7 +202,7 @@ def take_changes(state: RunState) -> Changes:
     """
     changes = Changes()
     keys = (_keys(state) | set(state.pub_summary) | state.dirty) if state.all_dirty else state.dirty
-    for key in keys:
+    for key in sorted(keys):  # sorted: the same changes in the same order every time
         value, tensors = top_view(state, key)
         old_text = state.pub_summary.get(key)
         new_flat: dict[str, Any] | None = None
