@@ -16,7 +16,8 @@ event. An event already applied (same producer id and seq) is skipped silently (
 Every SPEC §4 rule is implemented across this package: keys and merge (consumer.events, rules 1-2),
 values (consumer.wirevalues, rules 3-5), aggregates (consumer.aggregates, rules 6, 8, 10, 11),
 definitions (consumer.definitions, rules 9, 12, 13), views and overrides (consumer.views, rules 7, 15-17),
-dedup and canonical state (consumer.runstate, rules 18-19), LogBlocks (consumer.logblock).
+dedup and canonical state (consumer.runstate, rules 18-19), LogBlocks (consumer.logblock, its checks in
+consumer.blockcheck, numpy column stats and exact sums in consumer.columnstats).
 """
 
 from __future__ import annotations

@@ -1,36 +1,28 @@
 """Folding a ``metricfold.LogBlock``: consecutive log events of one producer, in columns (the fast path).
 
 The result is byte-identical to folding the same events one by one as standalone ``metricfold.Log``
-records. Blocks with at least ``VECTOR_MIN_VALUES`` float values are grouped by path with numpy
-(``consumer.aggregates.float_block_stats``); smaller ones, and blocks whose paths clash under rule 2
-(``a`` and ``a.b`` in one block), go value by value. Refused events (limits, bad paths, a path logged twice
-in one event, bad extras) and already-applied seqs are left out; the other events are applied.
+records. The block is summarised per path (``BlockStats``) and each leaf folds its summary once: with numpy
+(consumer.columnstats) for blocks of at least ``VECTOR_MIN_VALUES`` float values, with list builtins or a
+Python loop for smaller ones. Blocks whose paths clash under rule 2 (``a`` and ``a.b`` in one block) go
+value by value. Refused events (consumer.blockcheck) and already-applied seqs are left out; the other events
+are applied.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
-from consumer.aggregates import (
-    SCALE_BITS,
-    BlockStats,
-    FloatArray,
-    IntArray,
-    exact_units,
-    float_block_stats,
-    regular_block_stats,
-)
-from consumer.canonical import display_path
+from consumer.aggregates import SCALE_BITS, BlockStats, exact_units
+from consumer.blockcheck import Extra, ExtraColumns, bad_paths, check_events, clash, prefix_free, structure_problem
+from consumer.columnstats import FloatArray, IntArray, float_block_stats, regular_block_stats
 from consumer.events import applied, log_value, new_leaf, refs_of
 from consumer.runstate import Rejected, RunState
 from consumer.views import mark_dirty
-from consumer.wirevalues import SUBTREE, TensorBlob, check_path, materialize
-from schemas.errors import ValidationError
+from consumer.wirevalues import TensorBlob
 from schemas.limits import Limits
 
 __all__ = ["LOGBLOCK", "VECTOR_MIN_VALUES", "fold_log_block"]
@@ -39,39 +31,6 @@ LOGBLOCK = "metricfold.LogBlock"
 
 #: blocks with fewer float values than this are folded value by value (numpy's per-call cost dominates)
 VECTOR_MIN_VALUES = 48
-
-_Extra = tuple[int, int, Any, list[TensorBlob]]  # event, path id, plain value, tensors
-_EVENT, _PATH, _VALUE = itemgetter("event"), itemgetter("path"), itemgetter("value")
-
-
-class _ExtraColumns:
-    """A LogBlock's extras as three columns (event, path index, wire value), in the order given."""
-
-    __slots__ = ("events", "paths", "values")
-
-    def __init__(self, extras: Any) -> None:
-        self.events: list[int] = list(map(_EVENT, extras))
-        self.paths: list[int] = list(map(_PATH, extras))
-        self.values: list[Any] = list(map(_VALUE, extras))
-
-
-def _prefix_free(paths: list[tuple[str, ...]]) -> bool:
-    known = set(paths)
-    return all(p[:i] not in known for p in paths for i in range(1, len(p)))
-
-
-def _clash(event_paths: list[tuple[str, ...]]) -> str:
-    """Why one event's paths cannot be folded ("" if they can): a key twice, or a key and a key under it."""
-    known: set[tuple[str, ...]] = set()
-    for path in event_paths:
-        if path in known:
-            return f"the event logs key {display_path(path)!r} twice"
-        known.add(path)
-    for path in event_paths:
-        for i in range(1, len(path)):
-            if path[:i] in known:
-                return f"the event logs both {display_path(path[:i])!r} and {display_path(path)!r} under it"
-    return ""
 
 
 def fold_log_block(
@@ -88,9 +47,9 @@ def fold_log_block(
     try:
         steps, counts, ts = block["steps"], block["counts"], block["ts_ms"]
         raw_paths, path_idx, raw_values = block["paths"], block["path_idx"], block["values"]
-        extras = _ExtraColumns(block.get("extras") or ())
+        extras = ExtraColumns(block.get("extras") or ())
         n, m = len(steps), len(path_idx)
-        problem = _structure_problem(block, steps, counts, ts, raw_paths, path_idx, raw_values, extras)
+        problem = structure_problem(block, steps, counts, ts, raw_paths, path_idx, raw_values, extras)
         small = m < max(VECTOR_MIN_VALUES, 1)
         if small:
             if not problem and m and (min(path_idx) < 0 or max(path_idx) >= len(raw_paths)):
@@ -115,7 +74,7 @@ def fold_log_block(
     ids: dict[tuple[str, ...], int] = {}  # one id per distinct path
     remap = [ids.setdefault(tuple(p), len(ids)) for p in raw_paths]
     paths = list(ids)
-    bad = extras.events or max(counts) > limits.max_values_per_event or _bad_paths(state, paths, limits)
+    bad = extras.events or max(counts) > limits.max_values_per_event or bad_paths(state, paths, limits)
     if small and not bad and not reasons and len(paths) == len(raw_paths):  # the tiny fast path
         stats = _small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
         if stats is not None and _apply_stats(state, paths, steps, stats, []):
@@ -129,7 +88,7 @@ def fold_log_block(
     ev: IntArray | None = None
     if bad:
         ev = np.repeat(np.arange(n, dtype=np.int64), counts)
-        kept = _check_events(state, paths, remap, counts, gid, ev, extras, limits, reasons)
+        kept = check_events(state, paths, remap, counts, gid, ev, extras, limits, reasons)
     else:
         kept = []
 
@@ -162,7 +121,7 @@ def fold_log_block(
                 if twice:
                     assert ev is not None
                     for i in twice:
-                        reasons[i] = _clash([paths[p] for p in gid[ev == i].tolist()])
+                        reasons[i] = clash([paths[p] for p in gid[ev == i].tolist()])
                     continue
         xs = [x for x in kept if x[0] not in reasons]
         if not _apply_stats(state, paths, steps, stats, xs):
@@ -180,120 +139,9 @@ def fold_log_block(
             applied(state, producer_id, first_seq + i, first_seq + i + 1, 1, ts[i], ts[i])
 
 
-def _structure_problem(
-    block: Mapping[str, Any],
-    steps: Any,
-    counts: Any,
-    ts: Any,
-    raw_paths: Any,
-    path_idx: Any,
-    raw_values: Any,
-    extras: Any,
-) -> str:
-    n, m = len(steps), len(path_idx)
-    if type(block["first_seq"]) is not int:
-        return "malformed LogBlock: first_seq must be an int"
-    if len(ts) != n or len(counts) != n:
-        return "malformed LogBlock: steps, ts_ms and counts must have one entry per event"
-    if sum(counts) != m or len(raw_values) != m or (n and min(counts) < 0):
-        return "malformed LogBlock: counts must add up to the number of path_idx and values"
-    if extras.events and not (
-        min(extras.events) >= 0 and max(extras.events) < n and min(extras.paths) >= 0 and max(extras.paths) < len(raw_paths)
-    ):
-        return "malformed LogBlock: an extra's event or path is out of range"
-    if block["first_seq"] < 0:
-        return f"seq {block['first_seq']} is negative: seqs count from 0 per producer"
-    return ""
-
-
-def _bad_paths(state: RunState, paths: list[tuple[str, ...]], limits: Limits) -> bool:
-    """Whether a path breaks a limit; paths found good are remembered per state (for these limits)."""
-    if state.good_paths_limits is not limits:
-        state.good_paths_limits = limits
-        state.good_paths = set()
-    good = state.good_paths
-    try:
-        for path in paths:
-            if path not in good:
-                check_path(path, limits)
-                good.add(path)
-    except ValidationError:
-        return True
-    return False
-
-
-def _check_events(
-    state: RunState,
-    paths: list[tuple[str, ...]],
-    remap: list[int],
-    counts: list[int],
-    gid: IntArray,
-    ev: IntArray,
-    extras: _ExtraColumns,
-    limits: Limits,
-    reasons: dict[int, str],
-) -> list[_Extra]:
-    """Find the refused events (values per event, bad paths, clashes, bad extras); convert the extras.
-
-    Cheap whole-block checks first; the per-event work runs only for the events they flag."""
-    n = len(counts)
-    xe, xv = extras.events, extras.values
-    xp = [remap[p] for p in extras.paths]
-    if xe != sorted(xe):
-        order = sorted(range(len(xe)), key=xe.__getitem__)
-        xe, xp, xv = [xe[j] for j in order], [xp[j] for j in order], [xv[j] for j in order]
-    limit = limits.max_values_per_event
-    per_event = np.asarray(counts, dtype=np.int64)
-    if xe:
-        per_event = per_event + np.bincount(np.asarray(xe, dtype=np.int64), minlength=n)
-    for i in np.flatnonzero(per_event > limit).tolist():
-        reasons.setdefault(i, f"the event has {per_event[i]} values, more than max_values_per_event={limit}")
-    if _bad_paths(state, paths, limits):
-        for pid, path in enumerate(paths):
-            try:
-                check_path(path, limits)
-            except ValidationError as exc:
-                events = set(ev[gid == pid].tolist()) | {i for i, p in zip(xe, xp, strict=True) if p == pid}
-                for i in sorted(events):
-                    reasons.setdefault(i, str(exc))
-    if xe:
-        float_paths = set(np.flatnonzero(np.bincount(gid, minlength=len(paths))).tolist()) if len(gid) else set()
-        maybe_clash = not float_paths.isdisjoint(xp) or len(set(zip(xe, xp, strict=True))) != len(xe) or not _prefix_free(paths)
-        if maybe_clash:  # look event by event
-            offsets = [0]
-            for c in counts:
-                offsets.append(offsets[-1] + c)
-            extra_paths: dict[int, list[int]] = {}
-            for i, pid in zip(xe, xp, strict=True):
-                extra_paths.setdefault(i, []).append(pid)
-            for i, pids in extra_paths.items():
-                if i not in reasons:
-                    clash = _clash([paths[p] for p in gid[offsets[i] : offsets[i + 1]].tolist() + pids])
-                    if clash:
-                        reasons[i] = clash
-    kept: list[_Extra] = []
-    no_blobs: list[TensorBlob] = []
-    max_string = limits.max_string_length
-    for i, pid, wire in zip(xe, xp, xv, strict=True):
-        kind = type(wire)
-        if wire is None or i in reasons:  # rule 5: None changes nothing
-            continue
-        if kind is int or kind is float or kind is bool or (kind is str and len(wire) <= max_string):
-            kept.append((i, pid, wire, no_blobs))
-            continue
-        blobs: list[TensorBlob] = []
-        try:
-            if kind is tuple and wire[0] == SUBTREE:
-                raise ValidationError("a LogBlock extra cannot be a Subtree: nested dicts travel as leaf paths")
-            kept.append((i, pid, materialize(wire, limits, blobs, ""), blobs))
-        except ValidationError as exc:
-            reasons[i] = str(exc)
-    return kept
-
-
-def _extra_stats(xs: list[_Extra]) -> dict[int, BlockStats]:
+def _extra_stats(xs: list[Extra]) -> dict[int, BlockStats]:
     """Per-path stats of the extras (event order); runs of plain ints or of non-numbers use list builtins."""
-    by_path: dict[int, list[_Extra]] = {}
+    by_path: dict[int, list[Extra]] = {}
     for x in xs:
         found = by_path.get(x[1])
         if found is None:
@@ -324,7 +172,7 @@ def _extra_stats(xs: list[_Extra]) -> dict[int, BlockStats]:
 
 
 def _apply_stats(
-    state: RunState, paths: list[tuple[str, ...]], steps: list[int], stats: dict[int, BlockStats], xs: list[_Extra]
+    state: RunState, paths: list[tuple[str, ...]], steps: list[int], stats: dict[int, BlockStats], xs: list[Extra]
 ) -> bool:
     """Fold per-path block stats; False (and nothing changed) if the block's paths clash under rule 2."""
     if xs:
@@ -334,7 +182,7 @@ def _apply_stats(
             else:
                 stats[pid] = more
     used = sorted(stats)
-    if len(used) > 1 and not _prefix_free([paths[p] for p in used]):
+    if len(used) > 1 and not prefix_free([paths[p] for p in used]):
         return False  # "a" and "a.b" in one block: order matters, fold value by value
     for _, _, _, blobs in xs:
         for blob in blobs:
@@ -396,11 +244,11 @@ def _small_block_stats(
     clashes: dict[tuple[int, ...], str] = {}
     for i, items in by_event.items():
         pids = tuple(pid for pid, _ in items)
-        clash = clashes.get(pids)
-        if clash is None:
-            clash = clashes[pids] = _clash([paths[pid] for pid in pids])
-        if clash:
-            reasons[i] = clash
+        found = clashes.get(pids)
+        if found is None:
+            found = clashes[pids] = clash([paths[pid] for pid in pids])
+        if found:
+            reasons[i] = found
             continue
         for pid, value in items:
             block = stats.get(pid)
@@ -418,7 +266,7 @@ def _fold_sequential(
     g: IntArray,
     e: IntArray | None,
     v: FloatArray,
-    xs: list[_Extra],
+    xs: list[Extra],
     reasons: dict[int, str],
 ) -> None:
     """Value by value, event by event: exactly what standalone Log records would do (rule 2 clashes)."""
@@ -433,11 +281,11 @@ def _fold_sequential(
     for i in sorted(by_event):
         items = by_event[i]
         pids = tuple(pid for pid, _, _ in items)
-        clash = clashes.get(pids)
-        if clash is None:
-            clash = clashes[pids] = _clash([paths[pid] for pid in pids])
-        if clash:
-            reasons[i] = clash
+        found = clashes.get(pids)
+        if found is None:
+            found = clashes[pids] = clash([paths[pid] for pid in pids])
+        if found:
+            reasons[i] = found
             continue
         step = steps[i]
         for pid, value, blobs in items:
