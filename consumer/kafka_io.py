@@ -7,19 +7,33 @@ kafka-python's exceptions are mapped to ours (BrokerUnavailable, ConfigError) he
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
 
 from schemas.errors import BrokerUnavailable
 from schemas.limits import Limits
 from schemas.settings import Settings
 
-__all__ = ["delete_topics", "ensure_topics", "event_topic_config", "topic_config", "topic_partitions"]
+__all__ = [
+    "DeadLetterProducer",
+    "GroupConsumer",
+    "Record",
+    "delete_topics",
+    "ensure_topics",
+    "event_topic_config",
+    "first_offsets",
+    "offsets_for_time",
+    "topic_config",
+    "topic_partitions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +122,239 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
         doomed = [t for t in topics if t in existing]
         if doomed:
             admin.delete_topics(doomed)
+
+
+class Record(NamedTuple):
+    """One Kafka record as the runner sees it (no kafka-python types leak out of this module)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: GroupConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner._revoked([tp.partition for tp in revoked if tp.topic == self.owner.topic])
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner._assigned([tp.partition for tp in assigned if tp.topic == self.owner.topic])
+
+
+class GroupConsumer:
+    """A consumer-group member on the event topic that never auto-commits and seeks where it is told.
+
+    *on_assigned(partitions)* returns the next offset to read for each partition it knows (the Redis
+    checkpoint); partitions it does not know start from the beginning of the log. *on_revoked(partitions)*
+    lets the owner drop what it cached for them. With *group=False* the consumer is assigned every partition
+    itself and commits nothing (replay).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_assigned: Callable[[list[int]], dict[int, int]],
+        on_revoked: Callable[[list[int]], None],
+        group: bool = True,
+        max_record_bytes: int | None = None,
+        client_id: str = "metricfold-consumer",
+    ) -> None:
+        self.topic = settings.topic
+        self.group = group
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        fetch = max(max_record_bytes or Limits().kafka_max_record_bytes, 8 * 1024 * 1024)
+        try:
+            self._consumer = KafkaConsumer(
+                **settings.kafka_options(),
+                group_id=settings.group_id if group else None,
+                client_id=client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=fetch,
+                fetch_max_bytes=max(fetch, 52428800),
+                fetch_max_wait_ms=100,
+                max_poll_records=2000,
+                max_poll_interval_ms=600000,
+                session_timeout_ms=20000,
+                heartbeat_interval_ms=3000,
+                receive_buffer_bytes=4 * 1024 * 1024,
+            )
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka}: {exc}") from exc
+        if group:
+            # Load the topic's metadata before joining: a group leader without it assigns nobody anything.
+            deadline = time.monotonic() + 30
+            while not self._consumer.partitions_for_topic(self.topic):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"topic {self.topic!r} has no partitions (does it exist? `metricfold topics`)")
+                time.sleep(0.2)
+            self._consumer.subscribe([self.topic], listener=_Listener(self))
+        else:
+            partitions = sorted(self._consumer.partitions_for_topic(self.topic) or [])
+            if not partitions:
+                raise BrokerUnavailable(f"topic {self.topic!r} has no partitions (does it exist? `metricfold topics`)")
+            self._consumer.assign([TopicPartition(self.topic, p) for p in partitions])
+            self._assigned(partitions)
+
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
+
+    def _assigned(self, partitions: list[int]) -> None:
+        known = self._on_assigned(partitions)
+        fresh = [self._tp(p) for p in partitions if p not in known]
+        for partition in partitions:
+            if partition in known:
+                self._consumer.seek(self._tp(partition), known[partition])
+        if fresh:
+            self._consumer.seek_to_beginning(*fresh)
+        log.info("assigned partitions %s (resuming from Redis checkpoints %s)", partitions, known)
+
+    def _revoked(self, partitions: list[int]) -> None:
+        log.info("partitions %s revoked", partitions)
+        self._on_revoked(partitions)
+
+    def assignment(self) -> list[int]:
+        return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic)
+
+    def poll(self, timeout_ms: int = 500, max_records: int = 2000) -> list[Record]:
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"polling {self.topic!r} failed: {exc}") from exc
+        records: list[Record] = []
+        for tp, batch in sorted(polled.items(), key=lambda item: item[0].partition):
+            records.extend(Record(tp.partition, r.offset, r.key, r.value) for r in batch)
+        return records
+
+    def seek(self, offsets: dict[int, int]) -> None:
+        """Read each partition again from the given next offset (after a Redis failure, from its checkpoint)."""
+        assigned = set(self.assignment())
+        for partition, offset in offsets.items():
+            if partition in assigned:
+                self._consumer.seek(self._tp(partition), offset)
+        rest = [self._tp(p) for p in assigned - offsets.keys()]
+        if rest:
+            self._consumer.seek_to_beginning(*rest)
+
+    def commit(self, next_offsets: dict[int, int]) -> bool:
+        """Commit to the group (informational: Redis holds the real checkpoint). False when the commit failed."""
+        if not next_offsets or not self.group:
+            return True
+        try:
+            self._consumer.commit({self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()})
+            return True
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka offset commit failed (%s); the Redis checkpoint still guards against doubles", exc)
+            return False
+
+    def lag(self) -> int | None:
+        """Records between our position and the end of every assigned partition; None when nothing is assigned."""
+        partitions = [self._tp(p) for p in self.assignment()]
+        if not partitions:
+            return None
+        try:
+            ends = self._consumer.end_offsets(partitions)
+            return int(sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in partitions))
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
+
+    def reached(self, stop_at: dict[int, int]) -> bool:
+        """True when every assigned partition's position is at or past its stop offset."""
+        try:
+            return all(self._consumer.position(self._tp(p)) >= stop_at.get(p, 0) for p in self.assignment())
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read positions on {self.topic!r}: {exc}") from exc
+
+    def positions(self) -> dict[int, int]:
+        return {p: self._consumer.position(self._tp(p)) for p in self.assignment()}
+
+    def topic_end_offsets(self) -> dict[int, int]:
+        """The end offset of every partition of the topic, assigned to us or not."""
+        try:
+            partitions = [self._tp(p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or [])]
+            return {tp.partition: off for tp, off in self._consumer.end_offsets(partitions).items()}
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def first_offsets(settings: Settings) -> dict[int, tuple[int, int]]:
+    """(first available offset, end offset) of every partition of the event topic."""
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in sorted(consumer.partitions_for_topic(settings.topic) or [])]
+        starts = consumer.beginning_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+        return {tp.partition: (starts[tp], ends[tp]) for tp in partitions}
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot read the offsets of {settings.topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def offsets_for_time(settings: Settings, timestamp_ms: int) -> dict[int, int]:
+    """Per partition, the offset of the first record at or after *timestamp_ms* (the end offset if none)."""
+    consumer = KafkaConsumer(**settings.kafka_options(), group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in sorted(consumer.partitions_for_topic(settings.topic) or [])]
+        found = consumer.offsets_for_times({tp: timestamp_ms for tp in partitions})
+        ends = consumer.end_offsets(partitions)
+        return {tp.partition: (found[tp].offset if found.get(tp) else ends[tp]) for tp in partitions}
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot look up offsets by time on {settings.topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+class DeadLetterProducer:
+    """Sends refused records, with their original bytes and the reason in headers, to `<topic>.dlq`."""
+
+    def __init__(self, settings: Settings, limits: Limits | None = None) -> None:
+        self.topic = settings.dead_letter_topic
+        self.source_topic = settings.topic
+        limit = (limits or Limits()).kafka_max_record_bytes + 1024 * 1024
+        try:
+            self._producer = KafkaProducer(
+                **settings.kafka_options(),
+                acks="all",
+                linger_ms=5,
+                max_request_size=limit,
+                compression_type="gzip",
+                client_id="metricfold-dead-letters",
+            )
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka}: {exc}") from exc
+        self._pending: list[Any] = []
+
+    def send(self, record: Record, reason: str, extra: dict[str, str] | None = None) -> None:
+        headers = [
+            ("reason", reason.encode("utf-8", "replace")[:4000]),
+            ("source.topic", self.source_topic.encode()),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+        ]
+        headers += [(k, v.encode("utf-8", "replace")) for k, v in (extra or {}).items()]
+        self._pending.append(self._producer.send(self.topic, key=record.key, value=record.value or b"", headers=headers))
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every dead letter sent so far is acknowledged; raise BrokerUnavailable if one is not."""
+        if not self._pending:
+            return
+        try:
+            self._producer.flush(timeout=timeout_s)
+            for future in self._pending:
+                future.get(timeout=timeout_s)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"dead letters could not be written to {self.topic!r}: {exc}") from exc
+        finally:
+            self._pending.clear()
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)

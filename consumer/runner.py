@@ -1,0 +1,356 @@
+"""The consume loop: Kafka records -> decode -> fold -> one Redis round trip per batch -> commit.
+
+Exactly-once effect (SPEC §6): each run's new state is written together with the offset of the last record
+it contains (`Store.apply`, one Lua call per run); a record at or below a run's applied offset is skipped,
+so a batch re-read after a crash changes nothing. The state cached in memory is trusted only while Redis
+agrees: every write names the applied offset it was built on, and a mismatch (Redis lost writes, or
+another consumer wrote the run) makes the runner reload the run from Redis and fold it again. On partition
+assignment, and after any Redis failure, the consumer seeks to the per-partition checkpoint kept in Redis;
+Kafka's committed offsets are only informational.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from consumer.fold import (
+    RunState,
+    fold_record,
+    new_run_state,
+    state_from_bytes,
+    state_to_bytes,
+    take_changes,
+)
+from consumer.kafka_io import DeadLetterProducer, GroupConsumer, Record
+from consumer.store import CONFLICT, MOVED, RunWrite, Store
+from schemas import codec
+from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError
+from schemas.limits import Limits, check_run_part
+from schemas.settings import Settings
+
+__all__ = ["ConsumeReport", "Consumer", "run_path_of"]
+
+log = logging.getLogger(__name__)
+
+
+class GenerationMoved(MetricfoldError):
+    """Raised inside the loop when a replay switched `<ns>:active` to another generation."""
+
+    def __init__(self, message: str, generation: str) -> None:
+        super().__init__(message)
+        self.generation = generation
+
+
+@dataclasses.dataclass
+class ConsumeReport:
+    records: int = 0
+    events_applied: int = 0
+    dead_letters: int = 0
+    undecodable: int = 0
+    batches: int = 0
+    conflicts: int = 0
+    redis_failures: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class _Cached:
+    state: RunState
+    applied: dict[int, int]  # partition -> last applied offset, as Redis has it
+    events: int  # the state's event count, for the stats counter
+    updated_ms: int
+
+
+def run_path_of(decoded: tuple[str, Any]) -> str:
+    """The run path a decoded record belongs to, checked (a bad one cannot become a Redis key)."""
+    _, datum = decoded
+    parts = (datum.get("entity"), datum.get("project"), datum.get("run_id"))
+    check_run_part("entity", parts[0])
+    check_run_part("project", parts[1])
+    check_run_part("run_id", parts[2])
+    return "/".join(parts)
+
+
+class Consumer:
+    """One consumer-group member folding the event topic into one Redis generation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limits: Limits | None = None,
+        store: Store | None = None,
+        group: bool = True,
+        max_cached_runs: int = 100_000,
+        poll_records: int = 2000,
+        stop_at: dict[int, int] | None = None,
+    ) -> None:
+        """*group=False* reads every partition itself and writes a non-active generation (replay): then the store
+        must name its generation. *stop_at* (partition -> offset) folds only the records before those offsets."""
+        self.settings = settings
+        self.limits = limits or Limits()
+        self.store = store or Store(settings)
+        self.generation = self.store.ensure_generation()
+        self.group = group
+        self.live = group  # a live consumer follows `<ns>:active`; a replay writes its own generation
+        self.stop_at = stop_at
+        self.poll_records = poll_records
+        self.max_cached_runs = max_cached_runs
+        self.report = ConsumeReport()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._partition_of: dict[str, int] = {}
+        self._kafka: GroupConsumer | None = None
+        self._dead: DeadLetterProducer | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def _connect(self) -> GroupConsumer:
+        if self._kafka is None:
+            self._dead = DeadLetterProducer(self.settings, self.limits)
+            self._kafka = GroupConsumer(
+                self.settings,
+                on_assigned=self._on_assigned,
+                on_revoked=self._on_revoked,
+                group=self.group,
+                max_record_bytes=self.limits.kafka_max_record_bytes,
+            )
+        return self._kafka
+
+    def close(self) -> None:
+        self._drop_kafka()
+        self.store.close()
+
+    def caught_up(self) -> bool:
+        """True when Redis holds every record of every partition (its checkpoints reach the end offsets).
+
+        Judged by the Redis checkpoints rather than our own position, so it is right even while other group
+        members (or dead ones whose session has not expired yet) hold some partitions.
+        """
+        ends = self._connect().topic_end_offsets()
+        if not ends:
+            return False
+        checkpoints = self.store.checkpoints(self.settings.topic)
+        return all(checkpoints.get(p, 0) >= end for p, end in ends.items())
+
+    def positions(self) -> dict[int, int]:
+        """Next offset to read per assigned partition (for progress displays)."""
+        return self._kafka.positions() if self._kafka is not None else {}
+
+    def _on_assigned(self, partitions: list[int]) -> dict[int, int]:
+        checkpoints = self.store.checkpoints(self.settings.topic)
+        return {p: checkpoints[p] for p in partitions if p in checkpoints}
+
+    def _on_revoked(self, partitions: list[int]) -> None:
+        gone = set(partitions)
+        for path in [p for p, part in self._partition_of.items() if part in gone]:
+            self._cache.pop(path, None)
+            self._partition_of.pop(path, None)
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self,
+        *,
+        until_caught_up: bool = False,
+        idle_timeout_s: float | None = None,
+        on_batch: Callable[[ConsumeReport], None] | None = None,
+    ) -> ConsumeReport:
+        """Consume until stopped (SIGTERM sets `stopping`), or until caught up / idle for idle_timeout_s."""
+        started = time.monotonic()
+        last_progress = time.monotonic()
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                kafka = self._connect()
+                records = kafka.poll(timeout_ms=200, max_records=self.poll_records)
+                if self.stop_at is not None:
+                    records = [r for r in records if r.offset < self.stop_at.get(r.partition, 0)]
+                    if not records and kafka.reached(self.stop_at):
+                        break
+                if records:
+                    self.process(records)
+                    last_progress = time.monotonic()
+                    if on_batch:
+                        on_batch(self.report)
+                elif (until_caught_up and self.caught_up()) or (
+                    idle_timeout_s is not None and time.monotonic() - last_progress > idle_timeout_s
+                ):
+                    break
+                backoff = 0.5
+            except GenerationMoved as exc:
+                log.warning("%s; moving to it and resuming from its checkpoint", exc)
+                self.store.use_generation(exc.generation)
+                self.generation = exc.generation
+                self._reset(0.0)
+            except StoreUnavailable as exc:
+                self.report.redis_failures += 1
+                log.warning("Redis is unavailable (%s); resuming from its checkpoint in %.1f s", exc, backoff)
+                self._reset(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except BrokerUnavailable as exc:
+                log.warning("Kafka is unavailable (%s); resuming from the Redis checkpoint in %.1f s", exc, backoff)
+                self._reset(backoff)
+                backoff = min(backoff * 2, 10.0)
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _reset(self, wait_s: float) -> None:
+        """After a failed batch: forget every cached state and read again from the Redis checkpoint.
+
+        The cached states may hold records whose write did not land, and Redis may have lost writes it had
+        acknowledged (AOF everysec), so only what Redis holds is trusted.
+        """
+        time.sleep(wait_s)
+        self._cache.clear()
+        self._partition_of.clear()
+        if self._kafka is not None:
+            try:
+                self._kafka.seek(self.store.checkpoints(self.settings.topic))
+            except (StoreUnavailable, BrokerUnavailable) as exc:
+                log.warning("cannot seek back yet (%s); dropping the Kafka connection to start over", exc)
+                self._drop_kafka()
+
+    def _drop_kafka(self) -> None:
+        for closer in (self._kafka, self._dead):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception as exc:  # closing a broken client must not stop the loop
+                    log.debug("closing a Kafka client failed: %s", exc)
+        self._kafka = None
+        self._dead = None
+
+    def process(self, records: list[Record]) -> None:
+        """Fold one poll's records and write them to Redis in one round trip; then commit to Kafka."""
+        self.report.batches += 1
+        self.report.records += len(records)
+        dead = self._dead
+        assert dead is not None and self._kafka is not None
+        groups: OrderedDict[tuple[str, int], list[tuple[Record, tuple[str, Any]]]] = OrderedDict()
+        next_offsets: dict[int, int] = {}
+        undecodable: dict[int, int] = {}
+        for record in records:
+            next_offsets[record.partition] = record.offset + 1
+            try:
+                decoded = codec.decode(record.value or b"")
+                path = run_path_of(decoded)
+            except (CodecError, ValidationError) as exc:
+                dead.send(record, f"undecodable: {exc}")
+                undecodable[record.partition] = undecodable.get(record.partition, 0) + 1
+                continue
+            groups.setdefault((path, record.partition), []).append((record, decoded))
+
+        writes, pending = self._fold_groups(groups, dead)
+        dead.flush()
+        results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
+        self._check_moved(results)
+        retries = [pending[i] for i, r in enumerate(results) if r == CONFLICT]
+        if retries:
+            self.report.conflicts += len(retries)
+            for key, _ in retries:
+                self._cache.pop(key[0], None)
+            again = OrderedDict((key, items) for key, items in retries)
+            writes, _ = self._fold_groups(again, dead)
+            dead.flush()
+            results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
+            self._check_moved(results)
+            if CONFLICT in results:
+                raise StoreUnavailable("a run kept changing under us (is a second consumer writing this generation?)")
+        self.report.undecodable += sum(undecodable.values())
+        self._kafka.commit(next_offsets)
+        while len(self._cache) > self.max_cached_runs:
+            path, _ = self._cache.popitem(last=False)
+            self._partition_of.pop(path, None)
+
+    def _check_moved(self, results: list[int]) -> None:
+        if MOVED in results:
+            active = self.store.active_generation()
+            raise GenerationMoved(f"generation {self.generation} is no longer active ({active} is)", active or self.generation)
+
+    def _load(self, paths: list[str]) -> None:
+        missing = [p for p in paths if p not in self._cache]
+        if not missing:
+            return
+        for path, (blob, applied) in self.store.load_runs(missing).items():
+            if blob is None:
+                entity, project, run_id = path.split("/")
+                state = new_run_state(entity, project, run_id)
+            else:
+                state = state_from_bytes(blob)
+            self._cache[path] = _Cached(state, applied, _events_of(state), 0)
+
+    def _fold_groups(
+        self, groups: OrderedDict[tuple[str, int], list[tuple[Record, tuple[str, Any]]]], dead: DeadLetterProducer
+    ) -> tuple[list[RunWrite], list[tuple[tuple[str, int], list[tuple[Record, tuple[str, Any]]]]]]:
+        self._load(list(dict.fromkeys(path for path, _ in groups)))
+        writes: list[RunWrite] = []
+        pending: list[tuple[tuple[str, int], list[tuple[Record, tuple[str, Any]]]]] = []
+        for (path, partition), items in groups.items():
+            cached = self._cache[path]
+            self._cache.move_to_end(path)
+            self._partition_of[path] = partition
+            applied = cached.applied.get(partition)
+            rejected = 0
+            last_offset = None
+            for record, decoded in items:
+                if applied is not None and record.offset <= applied:
+                    continue  # already in Redis: a re-read after a crash or a seek back
+                last_offset = record.offset
+                try:
+                    refused = fold_record(cached.state, decoded, limits=self.limits)
+                except MetricfoldError as exc:  # a record the fold could not take at all
+                    refused = []
+                    dead.send(record, f"refused: {exc}")
+                    rejected += 1
+                for r in refused:
+                    extra = {"item.index": str(r.index)}
+                    if r.producer_id is not None:
+                        extra["producer.id"] = r.producer_id
+                    if r.seq is not None:
+                        extra["seq"] = str(r.seq)
+                    dead.send(record, r.reason, extra)
+                rejected += len(refused)
+            if last_offset is None:
+                continue
+            changes = take_changes(cached.state)
+            events = _events_of(cached.state)
+            updated = int(changes.meta.get("updated", cached.updated_ms) or 0)
+            write = RunWrite(
+                run_path=path,
+                partition=partition,
+                offset=last_offset,
+                expected_prev=applied,
+                state=state_to_bytes(cached.state),
+                updated_ms=updated,
+                summary_set=changes.summary_set,
+                summary_del=list(changes.summary_del),
+                flat_set=changes.flat_set,
+                flat_del=list(changes.flat_del),
+                meta=changes.meta,
+                meta_del=list(changes.meta_del),
+                tensors_set=changes.tensors_set,
+                tensors_del=list(changes.tensors_del),
+                numeric_set=changes.numeric_set,
+                numeric_del=list(changes.numeric_del),
+                blobs=changes.blobs,
+                events=events - cached.events,
+                dead_letters=rejected,
+            )
+            writes.append(write)
+            pending.append(((path, partition), items))
+            cached.applied[partition] = last_offset
+            cached.events = events
+            cached.updated_ms = updated
+            self.report.events_applied += write.events
+            self.report.dead_letters += rejected
+        return writes, pending
+
+
+def _events_of(state: RunState) -> int:
+    from consumer.fold import events_applied
+
+    return events_applied(state)

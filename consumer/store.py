@@ -1,0 +1,461 @@
+"""The Redis store: the only module in metricfold that imports `redis`.
+
+Key layout (SPEC §5; `<ns>` = namespace, `<gen>` = generation, `<run>` = entity/project/run_id,
+`<proj>` = entity/project). A run's keys share the hash tag `{<run>}`:
+
+    <ns>:active                              string  the generation readers use
+    <ns>:<gen>:run:{<run>}:summary           hash    top-level summary key -> JSON of its value
+    <ns>:<gen>:run:{<run>}:flat              hash    display path (loss.min, grad.norm) -> JSON scalar
+    <ns>:<gen>:run:{<run>}:meta              hash    state, created, updated, name, config, tags, events, ...
+    <ns>:<gen>:run:{<run>}:tensors           hash    display path of a tensor -> sha256 of its .npy bytes
+    <ns>:<gen>:run:{<run>}:blob:<sha256>     string  .npy bytes
+    <ns>:<gen>:run:{<run>}:state             string  the fold state (consumer-private)
+    <ns>:<gen>:run:{<run>}:applied           hash    partition -> offset of the last record applied to the run
+    <ns>:<gen>:project:{<proj>}:runs         zset    run_id by last update (ms)
+    <ns>:<gen>:project:{<proj>}:by:<path>    zset    run_id by the numeric flat value at <path>
+    <ns>:<gen>:project:{<proj>}:paths        set     flat paths seen in the project (the column picker)
+    <ns>:<gen>:projects                      set     entity/project of every project
+    <ns>:<gen>:checkpoint:<topic>            hash    partition -> next offset to read (where a consumer seeks)
+    <ns>:<gen>:stats                         hash    events, dead_letters, undecodable (counted exactly once)
+    channel <ns>:<gen>:changes:<proj>                pub/sub: the run_id of each run that changed
+
+Writes go through two Lua scripts, sent together in one pipeline per consumer batch: `apply_run` writes a
+run's state, views, indexes and applied offset in one atomic step and skips a batch it has already applied;
+`checkpoint` advances a partition's checkpoint only forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from schemas.errors import RunNotFound, StoreUnavailable
+from schemas.settings import Settings
+
+__all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "Keys", "RunWrite", "Store", "redis_client"]
+
+APPLIED, SKIPPED, CONFLICT, MOVED = 1, 0, -1, -2
+
+_APPLY_RUN = """
+-- KEYS: 1 state, 2 applied, 3 summary, 4 flat, 5 meta, 6 tensors, 7 project runs, 8 project paths,
+--       9 projects, 10 stats, 11 <ns>:active, then numeric_set by:<path> zsets, numeric_del zsets, blob keys
+-- ARGV: 1 partition, 2 offset, 3 expected previous offset ('' = none), 4 state, 5 run_id, 6 updated ms,
+--       7 channel, 8 project, 9 events applied, 10 dead letters, 11 generation that must be active
+--       ('' = do not check), 12.. counts then items
+-- Returns 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one,
+-- -2 the generation is no longer the active one (a replay switched it).
+if ARGV[11] ~= '' and redis.call('GET', KEYS[11]) ~= ARGV[11] then return -2 end
+local applied = redis.call('HGET', KEYS[2], ARGV[1])
+local offset = tonumber(ARGV[2])
+if applied and tonumber(applied) >= offset then return 0 end
+if (applied or '') ~= ARGV[3] then return -1 end
+local n = {}
+for i = 1, 10 do n[i] = tonumber(ARGV[11 + i]) end
+local a = 21
+local k = 12
+-- in chunks: Lua's unpack() takes a few thousand values at most
+local function pairs_into(key, count)
+  local done = 0
+  while done < count do
+    local take = math.min(count - done, 500)
+    local args = {}
+    for i = 1, take * 2 do args[i] = ARGV[a + i] end
+    redis.call('HSET', key, unpack(args))
+    a = a + take * 2; done = done + take
+  end
+end
+local function dels_from(key, count)
+  local done = 0
+  while done < count do
+    local take = math.min(count - done, 1000)
+    local args = {}
+    for i = 1, take do args[i] = ARGV[a + i] end
+    redis.call('HDEL', key, unpack(args))
+    a = a + take; done = done + take
+  end
+end
+pairs_into(KEYS[3], n[1]); dels_from(KEYS[3], n[2])
+pairs_into(KEYS[4], n[3]); dels_from(KEYS[4], n[4])
+pairs_into(KEYS[5], n[5]); dels_from(KEYS[5], n[6])
+pairs_into(KEYS[6], n[7]); dels_from(KEYS[6], n[8])
+for i = 1, n[9] do
+  redis.call('ZADD', KEYS[k], ARGV[a + 2], ARGV[5])
+  redis.call('SADD', KEYS[8], ARGV[a + 1])
+  a = a + 2; k = k + 1
+end
+for i = 1, n[10] do
+  redis.call('ZREM', KEYS[k], ARGV[5])
+  k = k + 1
+end
+local blobs = #KEYS - k + 1
+for i = 1, blobs do
+  redis.call('SET', KEYS[k], ARGV[a + 1])
+  a = a + 1; k = k + 1
+end
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
+redis.call('SADD', KEYS[9], ARGV[8])
+redis.call('HINCRBY', KEYS[10], 'events', ARGV[9])
+if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', KEYS[10], 'dead_letters', ARGV[10]) end
+redis.call('PUBLISH', ARGV[7], ARGV[5])
+return 1
+"""
+
+_READ_RUN = """
+-- KEYS: 1 <ns>:active; ARGV: 1 namespace, 2 run path, 3 generation ('' = the active one)
+-- Resolves the generation and reads the run's hashes in one atomic step, so a read never mixes generations.
+local gen = ARGV[3]
+if gen == '' then gen = redis.call('GET', KEYS[1]) end
+if not gen then return {false} end
+local base = ARGV[1] .. ':' .. gen .. ':run:{' .. ARGV[2] .. '}:'
+return {gen, redis.call('HGETALL', base .. 'summary'), redis.call('HGETALL', base .. 'flat'),
+        redis.call('HGETALL', base .. 'meta'), redis.call('HGETALL', base .. 'tensors')}
+"""
+
+_CHECKPOINT = """
+-- KEYS: 1 checkpoint hash, 2 stats; ARGV: 1 partition, 2 next offset, 3 undecodable records in the batch
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'undecodable', ARGV[3]) end
+return 1
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """Key names for one namespace and generation."""
+
+    namespace: str
+    generation: str
+
+    @property
+    def active(self) -> str:
+        return f"{self.namespace}:active"
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{self.generation}"
+
+    def run(self, run_path: str, part: str) -> str:
+        return f"{self.prefix}:run:{{{run_path}}}:{part}"
+
+    def blob(self, run_path: str, sha: str) -> str:
+        return self.run(run_path, f"blob:{sha}")
+
+    def project(self, project_path: str, part: str) -> str:
+        return f"{self.prefix}:project:{{{project_path}}}:{part}"
+
+    def by_path(self, project_path: str, flat_path: str) -> str:
+        return self.project(project_path, f"by:{flat_path}")
+
+    @property
+    def projects(self) -> str:
+        return f"{self.prefix}:projects"
+
+    def checkpoint(self, topic: str) -> str:
+        return f"{self.prefix}:checkpoint:{topic}"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    def channel(self, project_path: str) -> str:
+        return f"{self.prefix}:changes:{project_path}"
+
+
+@dataclasses.dataclass
+class RunWrite:
+    """Everything one consumer batch changed for one run, applied atomically by `apply_run`."""
+
+    run_path: str
+    partition: int
+    offset: int  # offset of the last record of the batch for this run
+    expected_prev: int | None  # the applied offset the state was built on (None: a new run)
+    state: bytes
+    updated_ms: int
+    summary_set: dict[str, str] = dataclasses.field(default_factory=dict)
+    summary_del: list[str] = dataclasses.field(default_factory=list)
+    flat_set: dict[str, str] = dataclasses.field(default_factory=dict)
+    flat_del: list[str] = dataclasses.field(default_factory=list)
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    meta_del: list[str] = dataclasses.field(default_factory=list)
+    tensors_set: dict[str, str] = dataclasses.field(default_factory=dict)
+    tensors_del: list[str] = dataclasses.field(default_factory=list)
+    numeric_set: dict[str, float] = dataclasses.field(default_factory=dict)
+    numeric_del: list[str] = dataclasses.field(default_factory=list)
+    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    events: int = 0
+    dead_letters: int = 0
+
+
+def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis,
+        username=settings.redis_username,
+        password=settings.redis_password,
+        decode_responses=decode,
+        socket_timeout=30,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    """HGETALL as a Lua reply (field, value, field, value, ...) -> dict."""
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+@contextmanager
+def _mapped(settings: Settings) -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        raise StoreUnavailable(f"cannot reach Redis at {settings.redis}: {exc}") from exc
+
+
+class Store:
+    """Writes (consumer) and reads (read API, CLI, web page) of one namespace's Redis state."""
+
+    def __init__(self, settings: Settings, *, generation: str | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.client = client or redis_client(settings)
+        self._generation = generation
+        self._apply = self.client.register_script(_APPLY_RUN)
+        self._checkpoint = self.client.register_script(_CHECKPOINT)
+        self._read_run = self.client.register_script(_READ_RUN)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ generations
+    def active_generation(self) -> str | None:
+        with _mapped(self.settings):
+            value = self.client.get(f"{self.settings.namespace}:active")
+        return value.decode() if isinstance(value, bytes) else value
+
+    def set_active(self, generation: str) -> None:
+        """Make *generation* the one every reader and the live consumer use, in one step."""
+        with _mapped(self.settings):
+            self.client.set(f"{self.settings.namespace}:active", generation)
+
+    def generation_has_keys(self, generation: str) -> bool:
+        with _mapped(self.settings):
+            keys = self.client.scan_iter(match=f"{self.settings.namespace}:{generation}:*", count=1000)
+            return next(iter(keys), None) is not None
+
+    def delete_generation(self, generation: str) -> int:
+        """Delete every key of a generation (never the active one); returns how many."""
+        if generation == self.active_generation():
+            raise ValueError(f"refusing to delete the active generation {generation!r}")
+        deleted = 0
+        with _mapped(self.settings):
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=f"{self.settings.namespace}:{generation}:*", count=2000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += self.client.unlink(*batch)
+        return deleted
+
+    def use_generation(self, generation: str) -> None:
+        """Write to (and read from) *generation* from now on (the live consumer after a replay's switch)."""
+        self._generation = generation
+
+    def ensure_generation(self, initial: str = "g1") -> str:
+        """The generation to write: the given one, else the active one (made `initial` if none is)."""
+        if self._generation is None:
+            with _mapped(self.settings):
+                self.client.set(f"{self.settings.namespace}:active", initial, nx=True)
+            self._generation = self.active_generation() or initial
+        return self._generation
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.settings.namespace, self.ensure_generation())
+
+    # ------------------------------------------------------------------ consumer side
+    def checkpoints(self, topic: str) -> dict[int, int]:
+        with _mapped(self.settings):
+            raw = self.client.hgetall(self.keys.checkpoint(topic))
+        return {int(p): int(o) for p, o in raw.items()}
+
+    def load_runs(self, run_paths: Sequence[str]) -> dict[str, tuple[bytes | None, dict[int, int]]]:
+        """The stored fold state and applied offsets of each run, read together (one round trip)."""
+        keys = self.keys
+        with _mapped(self.settings):
+            pipe = self.client.pipeline(transaction=False)
+            for path in run_paths:
+                pipe.get(keys.run(path, "state"))
+                pipe.hgetall(keys.run(path, "applied"))
+            replies = pipe.execute()
+        result: dict[str, tuple[bytes | None, dict[int, int]]] = {}
+        for i, path in enumerate(run_paths):
+            state, applied = replies[2 * i], replies[2 * i + 1]
+            result[path] = (state, {int(p): int(o) for p, o in applied.items()})
+        return result
+
+    def apply(
+        self,
+        writes: Sequence[RunWrite],
+        checkpoints: dict[int, int],
+        undecodable: dict[int, int] | None = None,
+        *,
+        live: bool = True,
+    ) -> list[int]:
+        """Apply every run's write, then advance the checkpoints. Returns APPLIED/SKIPPED/CONFLICT/MOVED per write.
+
+        Checkpoints are advanced only when every write applied or skipped (a conflicting run is refolded by the
+        caller; MOVED means a replay made another generation active). With *live*, a write lands only while
+        this store's generation is the active one; a replay writes with live=False into its new generation.
+        """
+        keys = self.keys
+        topic = self.settings.topic
+        with _mapped(self.settings):
+            pipe = self.client.pipeline(transaction=False)
+            for write in writes:
+                run_keys, argv = self._apply_args(keys, write, live)
+                self._apply(keys=run_keys, args=argv, client=pipe)
+            results = [int(r) for r in pipe.execute()] if writes else []
+            if CONFLICT not in results and MOVED not in results and checkpoints:
+                pipe = self.client.pipeline(transaction=False)
+                for partition, next_offset in checkpoints.items():
+                    bad = (undecodable or {}).get(partition, 0)
+                    self._checkpoint(keys=[keys.checkpoint(topic), keys.stats], args=[partition, next_offset, bad], client=pipe)
+                pipe.execute()
+        return results
+
+    def _apply_args(self, keys: Keys, w: RunWrite, live: bool) -> tuple[list[str], list[Any]]:
+        entity, project, run_id = w.run_path.split("/")
+        project_path = f"{entity}/{project}"
+        run_keys = [
+            keys.run(w.run_path, "state"),
+            keys.run(w.run_path, "applied"),
+            keys.run(w.run_path, "summary"),
+            keys.run(w.run_path, "flat"),
+            keys.run(w.run_path, "meta"),
+            keys.run(w.run_path, "tensors"),
+            keys.project(project_path, "runs"),
+            keys.project(project_path, "paths"),
+            keys.projects,
+            keys.stats,
+            keys.active,
+        ]
+        run_keys += [keys.by_path(project_path, p) for p in w.numeric_set]
+        run_keys += [keys.by_path(project_path, p) for p in w.numeric_del]
+        run_keys += [keys.blob(w.run_path, sha) for sha in w.blobs]
+        argv: list[Any] = [
+            w.partition,
+            w.offset,
+            "" if w.expected_prev is None else str(w.expected_prev),
+            w.state,
+            run_id,
+            w.updated_ms,
+            keys.channel(project_path),
+            project_path,
+            w.events,
+            w.dead_letters,
+            keys.generation if live else "",
+            len(w.summary_set),
+            len(w.summary_del),
+            len(w.flat_set),
+            len(w.flat_del),
+            len(w.meta),
+            len(w.meta_del),
+            len(w.tensors_set),
+            len(w.tensors_del),
+            len(w.numeric_set),
+            len(w.numeric_del),
+        ]
+        for mapping, removed in (
+            (w.summary_set, w.summary_del),
+            (w.flat_set, w.flat_del),
+            (w.meta, w.meta_del),
+            (w.tensors_set, w.tensors_del),
+        ):
+            for field, value in mapping.items():
+                argv += (field, value)
+            argv += removed or ()
+        for path, number in w.numeric_set.items():
+            argv += (path, repr(float(number)))
+        argv += w.blobs.values()
+        return run_keys, argv
+
+    # ------------------------------------------------------------------ read side
+    def _read_generation(self) -> str:
+        """Readers always resolve the active generation (unless one was given explicitly)."""
+        if self._generation is not None:
+            return self._generation
+        active = self.active_generation()
+        if active is None:
+            raise RunNotFound(f"namespace {self.settings.namespace!r} has no active generation yet: nothing was folded")
+        return active
+
+    def read_run(self, run_path: str) -> dict[str, Any]:
+        """summary, flat, meta and tensors of one run, with the generation resolved in the same atomic step."""
+        ns = self.settings.namespace
+        with _mapped(self.settings):
+            reply = self._read_run(keys=[f"{ns}:active"], args=[ns, run_path, self._generation or ""])
+        if not reply or not reply[0]:
+            raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
+        generation = _text(reply[0])
+        summary, flat, meta, tensors = (_pairs(r) for r in reply[1:])
+        if not meta and not summary:
+            raise RunNotFound(f"run {run_path!r} is not in namespace {ns!r} (generation {generation})")
+        return {
+            "generation": generation,
+            "summary": {k: json.loads(v) for k, v in summary.items()},
+            "flat": {k: json.loads(v) for k, v in flat.items()},
+            "meta": meta,
+            "tensors": tensors,
+        }
+
+    def read_blob(self, run_path: str, sha: str, *, generation: str | None = None) -> bytes | None:
+        keys = Keys(self.settings.namespace, generation or self._read_generation())
+        with _mapped(self.settings):
+            value = self.client.get(keys.blob(run_path, sha))
+        return value if isinstance(value, bytes) else None
+
+    def list_runs(
+        self, project_path: str, *, sort: str | None = None, descending: bool = True, limit: int = 50, offset: int = 0
+    ) -> tuple[list[str], int]:
+        """run_ids of a project sorted by last update or by a numeric flat path, from the sorted sets; and the total."""
+        keys = Keys(self.settings.namespace, self._read_generation())
+        zkey = keys.project(project_path, "runs") if sort in (None, "updated") else keys.by_path(project_path, sort)
+        with _mapped(self.settings):
+            pipe = self.client.pipeline(transaction=True)
+            if descending:
+                pipe.zrevrange(zkey, offset, offset + limit - 1)
+            else:
+                pipe.zrange(zkey, offset, offset + limit - 1)
+            pipe.zcard(zkey)
+            ids, total = pipe.execute()
+        return [_text(i) for i in ids], int(total)
+
+    def project_paths(self, project_path: str) -> list[str]:
+        keys = Keys(self.settings.namespace, self._read_generation())
+        with _mapped(self.settings):
+            return sorted(_text(p) for p in self.client.smembers(keys.project(project_path, "paths")))
+
+    def stats(self) -> dict[str, int]:
+        keys = Keys(self.settings.namespace, self._read_generation())
+        with _mapped(self.settings):
+            return {_text(k): int(v) for k, v in self.client.hgetall(keys.stats).items()}
