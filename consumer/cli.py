@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from schemas.errors import MetricfoldError
+from schemas.errors import ConfigError, MetricfoldError
+from schemas.limits import check_run_part, parse_run_path
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from consumer.runner import ConsumeReport
 
 __all__ = ["main"]
 
@@ -40,6 +47,149 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from consumer.kafka_io import ensure_topics
+    from consumer.runner import Consumer
+
+    settings = _settings(args)
+    ensure_topics(settings)
+    consumer = Consumer(settings)
+
+    def stop(signum: int, frame: object) -> None:
+        log.warning("signal %d: finishing the current batch, then exiting", signum)
+        consumer.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    last = [time.monotonic()]
+
+    def progress(report: ConsumeReport) -> None:
+        if not args.quiet and time.monotonic() - last[0] >= args.progress_every:
+            last[0] = time.monotonic()
+            print(
+                f"consumed {report.records} records, {report.events_applied} events applied, "
+                f"{report.dead_letters + report.undecodable} dead letters",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    print(
+        f"consuming {settings.topic} at {settings.kafka} as group {settings.group_id} into "
+        f"{settings.redis} (namespace {settings.namespace}, generation {consumer.generation})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        report = consumer.run(until_caught_up=args.until_caught_up, on_batch=progress)
+    finally:
+        consumer.close()
+    rate = report.events_applied / report.seconds if report.seconds else 0.0
+    print(
+        f"done: {report.records} records, {report.events_applied} events applied ({rate:,.0f}/s), "
+        f"{report.dead_letters} events and {report.undecodable} records sent to {settings.dead_letter_topic}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from producer.spool import sync
+
+    report = sync(args.directory, _settings(args))
+    print(report)
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from consumer.store import Store
+    from consumer.tables import print_run
+
+    parse_run_path(args.run_path)
+    with Store(_settings(args)) as store:
+        print_run(args.run_path, store.read_run(args.run_path), as_json=args.json)
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from consumer.tables import print_runs
+
+    entity_project = args.project.split("/")
+    if len(entity_project) != 2:
+        raise ConfigError(f"PROJECT {args.project!r} must look like 'entity/project'")
+    check_run_part("entity", entity_project[0])
+    check_run_part("project", entity_project[1])
+    if args.limit < 1 or args.limit > 10_000:
+        raise ConfigError(f"--limit must be between 1 and 10000, got {args.limit}")
+    from consumer.store import Store
+
+    columns = [c for c in (args.columns or "").split(",") if c]
+    with Store(_settings(args)) as store:
+        print_runs(
+            store, args.project, sort=args.sort, ascending=args.ascending, limit=args.limit, columns=columns, as_json=args.json
+        )
+    return 0
+
+
+def _parse_until_offsets(text: str) -> dict[int, int]:
+    offsets: dict[int, int] = {}
+    for part in text.split(","):
+        try:
+            partition, offset = part.split(":")
+            offsets[int(partition)] = int(offset)
+        except ValueError:
+            raise ConfigError(f"--until-offset wants PARTITION:OFFSET[,PARTITION:OFFSET...], got {text!r}") from None
+        if offsets[int(partition)] < 0 or int(partition) < 0:
+            raise ConfigError(f"--until-offset partitions and offsets must be >= 0, got {part!r}")
+    return offsets
+
+
+def _parse_time_ms(text: str) -> int:
+    import datetime
+
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--until-time wants an ISO 8601 time such as 2026-11-28T21:30:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from consumer.replay import replay
+
+    report = replay(
+        _settings(args),
+        generation=args.generation,
+        switch=args.switch,
+        keep=args.keep,
+        until_offsets=_parse_until_offsets(args.until_offset) if args.until_offset else None,
+        until_time_ms=_parse_time_ms(args.until_time) if args.until_time else None,
+        allow_gaps=args.allow_gaps,
+        progress=not args.quiet,
+    )
+    rate = report.events / report.seconds if report.seconds else 0.0
+    print(f"replayed {report.records:,} records, {report.events:,} events in {report.seconds:.1f} s ({rate:,.0f} events/s)")
+    print(f"generation {report.generation}  digest {report.digest}")
+    if report.switched:
+        print(f"switched: {report.generation} is now active" + (f"; deleted {report.deleted}" if report.deleted else ""))
+    else:
+        print("not switched: readers still use the active generation (pass --switch, or compare with `metricfold digest`)")
+    return 0
+
+
+def _cmd_digest(args: argparse.Namespace) -> int:
+    from consumer.digest import digest_generation
+    from consumer.store import Store
+
+    with Store(_settings(args)) as store:
+        generation = args.generation or store.active_generation()
+        if generation is None:
+            raise ConfigError(f"namespace {store.settings.namespace!r} has no active generation: nothing was folded yet")
+        print(f"{digest_generation(store, generation)}  {store.settings.namespace}:{generation}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from consumer.demo import run_demo
 
@@ -58,6 +208,76 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="create the event and dead-letter topics if missing")
     _add_connection_options(topics)
     topics.set_defaults(func=_cmd_topics)
+
+    consume = commands.add_parser(
+        "consume",
+        help="fold the event topic into Redis (a consumer-group member; run several to share partitions)",
+        description="Fold the event topic into Redis. Several processes with the same group share the partitions. "
+        "SIGTERM or Ctrl-C finishes the current batch, commits and exits.",
+    )
+    _add_connection_options(consume)
+    consume.add_argument("--until-caught-up", action="store_true", help="exit once every partition's lag is zero")
+    consume.add_argument("--quiet", action="store_true", help="no progress lines")
+    consume.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS", help="progress line interval (5)")
+    consume.set_defaults(func=_cmd_consume)
+
+    sync = commands.add_parser(
+        "sync",
+        help="publish spooled events (offline runs, or logged while Kafka was unreachable); safe to repeat",
+        description="Publish every spool file in DIR to the event topic. Safe to run twice: files already sent are "
+        "skipped, and the consumer ignores an event it has already applied (producer id + seq).",
+    )
+    sync.add_argument("directory", metavar="DIR", help="spool directory (default of the SDK: ./metricfold-spool)")
+    _add_connection_options(sync)
+    sync.set_defaults(func=_cmd_sync)
+
+    summary = commands.add_parser("summary", help="print one run's summary from Redis")
+    summary.add_argument("run_path", metavar="RUN_PATH", help="entity/project/run_id")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_connection_options(summary)
+    summary.set_defaults(func=_cmd_summary)
+
+    runs = commands.add_parser("runs", help="print a project's runs as a table with pinned summary columns")
+    runs.add_argument("project", metavar="PROJECT", help="entity/project")
+    runs.add_argument("--sort", metavar="PATH", help="sort by a summary path, e.g. loss.min or acc.best (default: last update)")
+    runs.add_argument("--ascending", action="store_true", help="smallest first (default: largest first)")
+    runs.add_argument(
+        "--columns", metavar="P1,P2", help="summary paths to show as columns (default: the sort path and a few more)"
+    )
+    runs.add_argument("--limit", type=int, default=50, help="at most this many runs (50)")
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_connection_options(runs)
+    runs.set_defaults(func=_cmd_runs)
+
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild every summary from the topic into a new generation, then (with --switch) make it active",
+        description="Fold the whole event topic, from the first offset of every partition, into a new Redis "
+        "generation with the same fold as the live consumer; print its digest. With --switch, catch up with the "
+        "live topic and make it the active generation in one step (the live consumer follows), then delete the old "
+        "one unless --keep. Refuses when the topic has lost events to retention, unless --allow-gaps.",
+    )
+    replay.add_argument("--generation", metavar="NAME", help="name of the new generation (default: r<UTC timestamp>)")
+    replay.add_argument("--switch", action="store_true", help="make the new generation active when it has caught up")
+    replay.add_argument("--keep", action="store_true", help="with --switch: keep the old generation")
+    until = replay.add_mutually_exclusive_group()
+    until.add_argument("--until-offset", metavar="P:O[,P:O]", help="fold only records before these partition offsets")
+    until.add_argument("--until-time", metavar="ISO8601", help="fold only records written before this time")
+    replay.add_argument("--allow-gaps", action="store_true", help="replay even if events were lost to retention")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_connection_options(replay)
+    replay.set_defaults(func=_cmd_replay)
+
+    digest = commands.add_parser(
+        "digest",
+        help="a canonical SHA-256 of a generation's Redis state (equal however the state was produced)",
+        description="Print a canonical SHA-256 over every key and value of a generation (default: the active one). "
+        "Keys are sorted; hashes, sets and sorted sets by field/member; the per-partition checkpoints are left out. "
+        "See consumer/digest.py for the exact encoding.",
+    )
+    digest.add_argument("--generation", metavar="NAME", help="the generation to digest (default: the active one)")
+    _add_connection_options(digest)
+    digest.set_defaults(func=_cmd_digest)
 
     demo = commands.add_parser("demo", help="an end-to-end run against the configured Kafka and Redis")
     _add_connection_options(demo)

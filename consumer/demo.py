@@ -1,56 +1,114 @@
-"""`metricfold demo`: an honest round trip through the real broker and server.
+"""`metricfold demo`: the main job, end to end, against the configured Kafka and Redis.
 
-Until the SDK and the consumer exist, the demo produces a few records to the event topic, consumes them
-back from the broker, writes what it read to Redis and reads it back, printing each step.
+Several trainer processes (two ranks for each of a few runs) log through the SDK with define_metric
+(min, max, best) and summary overrides; the consumer folds the topic into Redis; then the runs table with
+pinned summary columns and one run's full summary are printed from Redis.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import random
 import time
-import uuid
 
+from consumer.kafka_io import ensure_topics
 from schemas.settings import Settings
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "simulate_trainer"]
+
+RUNS = ("resnet50-lr3e-4", "resnet50-lr1e-3", "vit-b16-lr3e-4")
+RANKS = 2
+STEPS = 300
 
 
-def run_demo(settings: Settings) -> int:
-    import redis
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+def simulate_trainer(settings: Settings, project: str, run_id: str, rank: int, steps: int, seed: int) -> None:
+    """One rank of a training run: the loop a W&B user writes, with `import producer as mf`."""
+    import numpy as np
 
-    from consumer.kafka_io import ensure_topics
+    import producer as mf
+
+    rng = random.Random(seed)
+    lr = float(run_id.rsplit("lr", 1)[-1])
+    run = mf.init(
+        entity="demo",
+        project=project,
+        run_id=run_id,
+        name=run_id,
+        config={"lr": lr, "rank": rank, "world_size": RANKS, "model": run_id.split("-")[0]},
+        tags=["demo", f"rank{rank}"],
+        settings=settings,
+    )
+    with run:
+        run.define_metric("loss", summary="min,last")
+        run.define_metric("acc", summary="best", objective="maximize")
+        run.define_metric("val/*", summary="mean,last")
+        best_accuracy = 0.0
+        for step in range(steps):
+            progress = step / steps
+            loss = 2.0 * math.exp(-3 * progress * lr * 1000) + rng.gauss(0, 0.05) + 0.1
+            acc = min(0.99, 0.5 + 0.45 * (1 - math.exp(-4 * progress)) + rng.gauss(0, 0.01))
+            values = {"loss": loss, "acc": acc, "lr": lr, "grad": {"norm": abs(rng.gauss(1, 0.3))}}
+            if step % 50 == 49:
+                values["val/loss"] = loss + 0.05
+                values["val/acc"] = acc - 0.02
+            run.log(values, step=step)
+            if rank == 0 and acc > best_accuracy:
+                best_accuracy = acc
+                run.summary["best_accuracy"] = acc
+        if rank == 0:
+            run.summary["weights"] = np.random.default_rng(seed).normal(0, 0.02, size=4096)
+            run.summary["notes"] = f"demo run, {steps} steps per rank"
+
+
+def run_demo(settings: Settings, *, steps: int = STEPS) -> int:
+    from consumer.runner import Consumer
+    from consumer.store import Store
+    from consumer.tables import print_run, print_runs
 
     ensure_topics(settings)
-    print(f"Kafka {settings.kafka}, topic {settings.topic}; Redis {settings.redis}, namespace {settings.namespace}")
-    marker = uuid.uuid4().hex[:8]
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.split(","), acks="all")
-    sent = []
-    for i in range(3):
-        value = f"demo {marker} record {i}".encode()
-        meta = producer.send(settings.topic, key=f"demo/roundtrip/{marker}".encode(), value=value).get(timeout=30)
-        sent.append((meta.partition, meta.offset, value))
-        print(f"  produced  partition {meta.partition} offset {meta.offset}: {value.decode()}")
-    producer.close()
+    project = time.strftime("vision-%Y%m%d-%H%M%S")
+    print(f"Kafka {settings.kafka} topic {settings.topic}; Redis {settings.redis} namespace {settings.namespace}")
+    print(f"1. {len(RUNS) * RANKS} trainer processes ({len(RUNS)} runs x {RANKS} ranks) log {steps} steps each to demo/{project}")
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    trainers = [
+        context.Process(target=simulate_trainer, args=(settings, project, run_id, rank, steps, 100 * i + rank))
+        for i, run_id in enumerate(RUNS)
+        for rank in range(RANKS)
+    ]
+    for trainer in trainers:
+        trainer.start()
+    for trainer in trainers:
+        trainer.join()
+    failed = [t.exitcode for t in trainers if t.exitcode != 0]
+    if failed:
+        print(f"   {len(failed)} trainer processes failed (exit codes {failed})")
+        return 1
+    print(f"   done in {time.monotonic() - started:.1f} s")
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.split(","), enable_auto_commit=False, group_id=None)
-    partition = TopicPartition(settings.topic, sent[0][0])
-    consumer.assign([partition])
-    consumer.seek(partition, sent[0][1])
-    received: list[bytes] = []
-    deadline = time.monotonic() + 30
-    while len(received) < len(sent) and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=500).values():
-            received.extend(r.value for r in batch)
-    consumer.close()
-    for value in received:
-        print(f"  consumed  {value.decode()}")
+    print("2. the consumer folds the topic into Redis until it has caught up")
+    consumer = Consumer(settings)
+    try:
+        report = consumer.run(until_caught_up=True)
+    finally:
+        consumer.close()
+    print(
+        f"   {report.records} records, {report.events_applied} events applied in {report.seconds:.1f} s, "
+        f"{report.dead_letters + report.undecodable} dead letters"
+    )
 
-    key = f"{settings.namespace}:demo:{marker}"
-    with redis.Redis.from_url(settings.redis) as client:
-        client.rpush(key, *received)
-        back = client.lrange(key, 0, -1)
-        client.delete(key)
-    print(f"  Redis     wrote {len(received)} values to {key}, read back {len(back)}")
-    ok = back == [v for _, _, v in sent]
-    print("round trip OK" if ok else "round trip FAILED")
-    return 0 if ok else 1
+    print("3. the runs table, sorted by acc.best, with pinned summary columns\n")
+    with Store(settings) as store:
+        print_runs(
+            store,
+            f"demo/{project}",
+            sort="acc.best",
+            ascending=False,
+            limit=20,
+            columns=["loss.min", "acc.best", "acc.best_step", "best_accuracy", "val/loss.mean", "weights.mean"],
+        )
+        print("\n4. one run's summary\n")
+        print_run(f"demo/{project}/{RUNS[0]}", store.read_run(f"demo/{project}/{RUNS[0]}"))
+    print(f"\nTry: metricfold summary demo/{project}/{RUNS[1]}   or   metricfold runs demo/{project} --sort loss.min --ascending")
+    return 0
