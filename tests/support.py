@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.settings import Settings
 
-__all__ = ["read_full_records", "read_records"]
+__all__ = ["consume_all", "produce_stream", "read_full_records", "read_records", "stream_events"]
 
 
 def read_records(settings: Settings, count: int, timeout: float = 30.0, topic: str | None = None) -> list[tuple[bytes, bytes]]:
@@ -33,5 +34,47 @@ def read_full_records(settings: Settings, count: int, timeout: float = 30.0, top
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
         return records
+    finally:
+        consumer.close()
+
+
+def produce_stream(settings: Settings, runs: int, events_per_run: int, seed: int, pause_s: float = 0.0) -> None:
+    """A trainer process: `runs` runs, each with defines, logs, an override and a finish; optional pacing."""
+    import random
+
+    import producer as mf
+
+    rng = random.Random(seed)
+    opened = [
+        mf.init(entity="chaos", project=f"p{seed % 3}", run_id=f"s{seed}r{i}", settings=settings) for i in range(runs)
+    ]
+    for run in opened:
+        run.define_metric("loss", summary="min,max,mean")
+        run.define_metric("acc*", summary="best", objective="maximize")
+    chunk = 500
+    for start in range(0, events_per_run, chunk):
+        for run in opened:
+            for step in range(start, min(start + chunk, events_per_run)):
+                value = rng.random()
+                run.log({"loss": value, "acc": 1 - value, "grad": {"norm": rng.gauss(0, 1)}, "epoch": step // 100})
+            if start == 0:
+                run.summary["note"] = f"override {run.id}"
+        if pause_s:
+            time.sleep(pause_s)
+    for run in opened:
+        run.finish()
+
+
+def stream_events(runs: int, events_per_run: int) -> int:
+    """How many events produce_stream sends: per run, started + 2 defines + logs + 1 override + finished."""
+    return runs * (events_per_run + 5)
+
+
+def consume_all(settings: Settings) -> Any:
+    from consumer.runner import Consumer
+
+    consumer = Consumer(settings)
+    try:
+        return consumer.run(until_caught_up=True)
     finally:
         consumer.close()

@@ -1,0 +1,166 @@
+"""The consumer under real faults: kill -9 mid-stream, a second group member, and garbage on the topic.
+
+Every check compares the final Redis state (a canonical digest of all keys) with a clean fold of the same
+topic into another namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from consumer.digest import digest_generation
+from consumer.store import Store
+from schemas import codec
+from schemas.settings import Settings
+
+from support import consume_all, produce_stream, read_full_records, stream_events
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`metricfold -v consume` in its own process; its log is appended to *log*."""
+    command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
+               "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace, *extra]
+    with log.open("ab") as sink:
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+
+
+def start_stream(
+    settings: Settings, producers: int, runs: int, events_per_run: int, pause_s: float
+) -> list[multiprocessing.process.BaseProcess]:
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=produce_stream, args=(settings, runs, events_per_run, seed, pause_s))
+        for seed in range(producers)
+    ]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def wait_all(procs: list[multiprocessing.process.BaseProcess]) -> None:
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0, f"a producer process failed: exit code {p.exitcode}"
+
+
+def clean_fold_digest(settings: Settings) -> tuple[str, dict[str, int]]:
+    clean = dataclasses.replace(settings, namespace=settings.namespace + "clean")
+    consume_all(clean)
+    with Store(clean) as store:
+        return digest_generation(store), store.stats()
+
+
+def test_kill_9_at_random_points_then_restart_gives_the_state_of_a_clean_fold(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "consumer.log"
+    producers, runs, per_run = 4, 5, 5000  # 100k+ events
+    stream = start_stream(settings, producers, runs, per_run, pause_s=0.4)
+    rng = random.Random(1234)
+    kills = 0
+    consumer = consumer_process(settings, log)
+    while kills < 6:
+        time.sleep(rng.uniform(0.8, 2.5))
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait()
+        kills += 1
+        consumer = consumer_process(settings, log)
+    wait_all(stream)
+    consumer.send_signal(signal.SIGKILL)
+    consumer.wait()
+    final = consumer_process(settings, log, "--until-caught-up")
+    assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
+
+    with Store(settings) as store:
+        digest, stats = digest_generation(store), store.stats()
+    expected_digest, expected_stats = clean_fold_digest(settings)
+
+    assert kills >= 5
+    assert stats["events"] == stream_events(runs, per_run) * producers
+    assert stats == expected_stats
+    assert digest == expected_digest
+
+
+def test_two_consumers_in_one_group_share_partitions_and_match_one_consumer(settings: Settings, tmp_path: Path) -> None:
+    producers, runs, per_run = 4, 4, 2000
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = consumer_process(settings, logs[0])
+    second = consumer_process(settings, logs[1])
+    stream = start_stream(settings, producers, runs, per_run, pause_s=0.2)
+    wait_all(stream)
+    expected_events = stream_events(runs, per_run) * producers
+    deadline = time.monotonic() + 120
+    with Store(settings) as store:
+        while time.monotonic() < deadline and store.stats().get("events", 0) < expected_events:
+            time.sleep(0.5)
+        digest = digest_generation(store)
+    for proc, log in zip((first, second), logs, strict=True):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+    expected_digest, expected_stats = clean_fold_digest(settings)
+
+    for log in logs:  # each member held some partitions at some point
+        assert re.search(r"assigned partitions \[\d", log.read_text()), log.read_text()[-3000:]
+    assert expected_stats["events"] == expected_events
+    assert digest == expected_digest
+
+
+def test_garbage_and_rule_breaking_events_go_to_the_dead_letter_topic_and_valid_ones_are_folded(settings: Settings) -> None:
+    envelope = {"entity": "team", "project": "vision", "run_id": "r1", "producer_id": "p-1", "ts_ms": 1}
+    good_log = codec.encode("metricfold.Log", {**envelope, "seq": 0, "step": 0, "values": {"loss": 0.5}})
+    bad_define = codec.encode(
+        "metricfold.DefineMetric",
+        {**envelope, "seq": 1, "name": "acc", "summary": ["best"], "objective": None, "step_metric": None,
+         "hidden": False, "overwrite": False},
+    )
+    good_log_2 = codec.encode("metricfold.Log", {**envelope, "seq": 2, "step": 1, "values": {"loss": 0.25}})
+    unknown_fingerprint = b"\xc3\x01" + b"\x00" * 8 + good_log[10:]
+    records = [
+        b"not avro at all",
+        good_log,
+        good_log[:15],  # truncated
+        bad_define,
+        unknown_fingerprint,
+        good_log_2,
+        b"",
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+    for value in records:
+        producer.send(settings.topic, key=b"team/vision/r1", value=value)
+    producer.flush()
+    producer.close()
+
+    report = consume_all(settings)
+    dead = read_full_records(settings, 5, topic=settings.dead_letter_topic)
+
+    with Store(settings) as store:
+        run = store.read_run("team/vision/r1")
+        stats = store.stats()
+    assert run["summary"]["loss"] == 0.25
+    assert int(run["meta"]["events"]) == 2
+    assert report.undecodable == 4 and report.dead_letters == 1
+    assert stats["undecodable"] == 4 and stats["dead_letters"] == 1
+    reasons = sorted(dict(r.headers)["reason"].decode() for r in dead)
+    assert len(dead) == 5
+    assert any("objective" in r for r in reasons)
+    assert sum(r.startswith("undecodable") for r in reasons) == 4
+    assert sorted(r.value for r in dead) == sorted([records[0], records[2], records[3], records[4], records[6]])
+    for r in dead:
+        headers = dict(r.headers)
+        assert headers["source.topic"].decode() == settings.topic
+        assert int(headers["source.offset"]) >= 0
