@@ -5,14 +5,18 @@ SummaryUpdate event at once, and wait for Kafka's ack (BrokerUnavailable if it d
 keys written, never the whole document, so two writers of different keys never clobber each other.
 ``.update()`` with no argument publishes the keys whose loaded value was changed in place.
 
-Each handle has its own producer id (seq from 0). Reading what the consumer folded needs a *loader*
-(``path -> {top-level key: value}``, raising RunNotFound), which the read API plugs in; without one,
-reads see only this handle's own writes and say so.
+Each handle has its own producer id (seq from 0). Reads come from Redis, from the active generation,
+as the consumer folded them (eventually consistent: ``metricfold consume --until-caught-up`` waits):
+``.summary[k]``, ``.summary.get_tensor(k)`` (the exact array), ``.config``, ``.state``, ``.name``,
+``.tags``, ``.meta``; ``Api().runs("entity/project", order="-acc.best", limit=50)`` lists runs sorted by
+a summary path from the project's sorted sets. A custom *loader* (``path -> {key: value}``) may replace
+the Redis read (for tests or other stores).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,9 +27,10 @@ import numpy as np
 from producer.summaries import Summary
 from producer.transport import KafkaTransport
 from schemas.codec import default_codec
-from schemas.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable, RunNotFound, ValidationError
 from schemas.limits import Limits, parse_run_path
 from schemas.settings import Settings
+from schemas.tensors import from_npy
 
 __all__ = ["Api", "ApiRun", "ApiSummary", "Loader"]
 
@@ -85,10 +90,23 @@ class _Publisher:
 class ApiSummary(Summary):
     """A finished (or running) run's summary seen from outside; writes publish only the changed keys."""
 
-    def __init__(self, publish: _Publisher, limits: Limits, loaded: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        publish: _Publisher,
+        limits: Limits,
+        loaded: dict[str, Any] | None,
+        tensor: Callable[[str], np.ndarray] | None = None,
+    ) -> None:
         super().__init__(publish, limits)
         self._loaded = loaded
         self._snapshot = copy.deepcopy(loaded) if loaded is not None else None
+        self._tensor = tensor
+
+    def get_tensor(self, key: str) -> np.ndarray:
+        """The full array stored for a tensor-valued summary key (display path, e.g. "weights"), exactly as logged."""
+        if self._tensor is None:
+            raise NotImplementedError("get_tensor needs the Redis read API (this handle has a custom loader)")
+        return self._tensor(key)
 
     def _lookup(self, key: str) -> Any:
         if key in self._overrides or key in self._hidden:
@@ -128,17 +146,66 @@ class ApiSummary(Summary):
 
 
 class ApiRun:
-    """A handle on one run: ``.path`` and ``.summary``."""
+    """A handle on one run: ``.path``, ``.summary`` (read and edit), and the run's meta as folded."""
 
-    def __init__(self, path: str, settings: Settings, limits: Limits, loader: Loader | None, timeout_s: float) -> None:
+    def __init__(
+        self,
+        path: str,
+        settings: Settings,
+        limits: Limits,
+        loader: Loader | None,
+        timeout_s: float,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         self.entity, self.project, self.id = parse_run_path(path)
         self.path = path
+        self._settings = settings
+        self._data: dict[str, Any] = data if data is not None else ({} if loader is not None else _read_run(settings, path))
         self._publisher = _Publisher(path, settings, limits, timeout_s)
-        self.summary = ApiSummary(self._publisher, limits, self._load(loader))
+        loaded = loader(path) if loader is not None else self._data.get("summary", {})
+        self.summary = ApiSummary(self._publisher, limits, loaded, None if loader is not None else self._get_tensor)
 
-    def _load(self, loader: Loader | None) -> dict[str, Any] | None:
-        """The folded summary from the read API, or None while none is plugged in."""
-        return None if loader is None else loader(self.path)
+    @property
+    def meta(self) -> dict[str, str]:
+        """The run's meta hash as stored (state, created, updated, name, config, tags, events, ...)."""
+        return dict(self._data.get("meta", {}))
+
+    @property
+    def state(self) -> str | None:
+        return self.meta.get("state")
+
+    @property
+    def name(self) -> str | None:
+        return self.meta.get("name") or None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(json.loads(self.meta.get("config") or "{}"))
+
+    @property
+    def tags(self) -> list[str]:
+        return list(json.loads(self.meta.get("tags") or "[]"))
+
+    @property
+    def flat(self) -> dict[str, Any]:
+        """The flat view: display path (loss.min, grad.norm) -> scalar, as dashboards read it."""
+        return dict(self._data.get("flat", {}))
+
+    def _get_tensor(self, key: str) -> np.ndarray:
+        sha = self._data.get("tensors", {}).get(key)
+        if sha is None:
+            known = sorted(self._data.get("tensors", {}))
+            raise KeyError(f"summary[{key!r}] of {self.path} is not a tensor (tensor keys: {known})")
+        from consumer.store import Store
+
+        with Store(self._settings) as store:
+            blob = store.read_blob(self.path, sha, generation=self._data["generation"])
+        if blob is None:
+            raise RunNotFound(f"the tensor bytes of {self.path} summary[{key!r}] are gone (was the generation replaced?)")
+        return from_npy(blob)
+
+    def __repr__(self) -> str:
+        return f"<ApiRun {self.path} state={self.state}>"
 
     def close(self) -> None:
         self._publisher.close()
@@ -148,6 +215,13 @@ class ApiRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_run(settings: Settings, path: str) -> dict[str, Any]:
+    from consumer.store import Store
+
+    with Store(settings) as store:
+        return store.read_run(path)
 
 
 class Api:
@@ -167,5 +241,24 @@ class Api:
         self.timeout_s = timeout_s
 
     def run(self, path: str) -> ApiRun:
-        """A handle on the run ``entity/project/run_id`` (checked; ValidationError if malformed)."""
+        """The run ``entity/project/run_id`` as folded in Redis (RunNotFound if the consumer has not seen it)."""
         return ApiRun(path, self.settings, self.limits, self.loader, self.timeout_s)
+
+    def runs(self, project: str, *, order: str = "-updated", limit: int = 50, offset: int = 0) -> list[ApiRun]:
+        """Runs of ``entity/project`` sorted by a summary path (``"-acc.best"``: largest first) or ``-updated``.
+
+        Uses the project's sorted sets, never a scan; a run without a value at the path is not listed.
+        """
+        from consumer.store import Store
+
+        if not isinstance(order, str) or order in ("", "-", "+"):
+            raise ValidationError(f"order must be a summary path such as '-acc.best' or 'loss.min', got {order!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000 or not isinstance(offset, int) or offset < 0:
+            raise ValidationError(f"limit must be 1..10000 and offset >= 0, got limit={limit!r} offset={offset!r}")
+        entity, name, _ = parse_run_path(f"{project}/x")
+        descending = order.startswith("-")
+        path = order.lstrip("+-")
+        with Store(self.settings) as store:
+            ids, _ = store.list_runs(f"{entity}/{name}", sort=path, descending=descending, limit=limit, offset=offset)
+            paths = [f"{entity}/{name}/{run_id}" for run_id in ids]
+            return [ApiRun(p, self.settings, self.limits, None, self.timeout_s, store.read_run(p)) for p in paths]

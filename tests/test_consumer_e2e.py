@@ -10,6 +10,7 @@ import pytest
 import producer as mf
 from consumer.runner import Consumer, ConsumeReport
 from consumer.store import Store
+from schemas.errors import RunNotFound
 from schemas.settings import Settings
 from schemas.tensors import from_npy
 
@@ -195,3 +196,53 @@ def test_project_sorted_sets_order_runs_by_a_summary_path(settings: Settings) ->
     assert ids == ["b", "c", "a"]
     assert total == 3
     assert "acc.max" in paths
+
+
+def test_read_api_gives_summary_meta_and_the_exact_tensor_after_the_run(settings: Settings) -> None:
+    weights = np.random.default_rng(3).random(1000)
+    with start(settings, name="baseline", config={"lr": 0.01}, tags=["x"]) as run:
+        run.define_metric("loss", summary="min")
+        run.log({"loss": 0.3})
+        run.log({"loss": 0.1})
+        run.summary["weights"] = weights
+    consume_all(settings)
+
+    api = mf.Api(settings)
+    r = api.run("team/vision/r1")
+
+    assert r.summary["loss"] == {"min": 0.1}
+    assert np.array_equal(r.summary.get_tensor("weights"), weights)
+    assert (r.state, r.name, r.config, r.tags) == ("finished", "baseline", {"lr": 0.01}, ["x"])
+    assert r.flat["loss.min"] == 0.1
+    r.close()
+
+
+def test_read_api_edit_after_the_run_publishes_an_override_that_the_consumer_folds(settings: Settings) -> None:
+    with start(settings) as run:
+        run.log({"acc": 0.5})
+    consume_all(settings)
+
+    with mf.Api(settings).run("team/vision/r1") as r:
+        r.summary["tensor"] = np.arange(100.0)
+        r.summary.update()
+    consume_all(settings)
+
+    with mf.Api(settings).run("team/vision/r1") as r:
+        assert r.summary["acc"] == 0.5
+        assert np.array_equal(r.summary.get_tensor("tensor"), np.arange(100.0))
+
+
+def test_api_runs_sorts_by_a_summary_path_and_an_unknown_run_is_a_clear_error(settings: Settings) -> None:
+    for run_id, acc in (("a", 0.3), ("b", 0.8), ("c", 0.5)):
+        with start(settings, run_id=run_id) as run:
+            run.define_metric("acc", summary="best", objective="maximize")
+            run.log({"acc": acc})
+    consume_all(settings)
+
+    api = mf.Api(settings)
+    ranked = api.runs("team/vision", order="-acc.best", limit=2)
+
+    assert [r.id for r in ranked] == ["b", "c"]
+    assert ranked[0].summary["acc"] == {"best": 0.8, "best_step": 0}
+    with pytest.raises(RunNotFound, match="team/vision/nope"):
+        api.run("team/vision/nope")
