@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -27,36 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(1, str(REPO / "bench"))
+
+from prefill import prefill  # noqa: E402
+
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 
 FLOATS_PER_EVENT = 4
-
-
-def _produce(settings: Settings, run_ids: list[str], events_per_run: int) -> None:
-    import producer as mf
-
-    for run_id in run_ids:
-        run = mf.init(entity="bench", project="consumer", run_id=run_id, settings=settings)
-        for step in range(events_per_run):
-            run.log({"loss": 1.0 / (step + 1), "acc": step / events_per_run, "lr": 0.001, "grad_norm": 0.5 + step % 7})
-        run.finish()
-
-
-def prefill(settings: Settings, events: int, runs: int, producers: int) -> float:
-    per_run = max(1, events // runs)
-    run_ids = [f"run{i:05d}" for i in range(runs)]
-    chunks = [run_ids[i::producers] for i in range(producers)]
-    context = multiprocessing.get_context("spawn")
-    started = time.perf_counter()
-    procs = [context.Process(target=_produce, args=(settings, chunk, per_run)) for chunk in chunks]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise SystemExit(f"a producer process failed with exit code {p.exitcode}")
-    return time.perf_counter() - started
 
 
 def role_ours(settings: Settings) -> dict[str, float]:
