@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status demo test lint bench clean-stack
+.PHONY: help venv up down status demo test chaos report browser lint bench clean-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,8 +33,17 @@ status: ## say what runs where
 demo: up ## the main job: simulated trainers -> Kafka -> consumer -> Redis, then the summaries
 	source .stack/env && $(VENV)/bin/metricfold demo
 
-test: up ## run the whole test suite against the real broker and server
+browser: ## Debian's chromium for the browser test (installed with apt-get when missing and root)
+	bash deploy/local/browser.sh
+
+test: up browser ## run the whole test suite against the real broker and server (chaos scenarios in their short form)
 	$(VENV)/bin/pytest -q
+
+chaos: up ## the chaos scenarios in full (tests/chaos), on a private stack of their own
+	METRICFOLD_CHAOS=full $(VENV)/bin/pytest -q tests/chaos
+
+report: up ## run the benchmarks and the chaos summary, write docs/REPORT.md and its plot
+	$(PY) bench/report.py
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check producer consumer schemas tests bench deploy

@@ -76,7 +76,7 @@ def _admin(settings: Settings) -> Iterator[KafkaAdminClient]:
 
 def ensure_topics(settings: Settings, limits: Limits | None = None) -> list[str]:
     """Create the event topic and its dead-letter topic if missing; return the names created."""
-    limits = limits or Limits()
+    limits = limits or Limits.from_env()
     wanted = [
         NewTopic(settings.topic, settings.partitions, settings.replication_factor, topic_configs=event_topic_config(limits)),
         NewTopic(

@@ -93,7 +93,7 @@ class Consumer:
         """*group=False* reads every partition itself and writes a non-active generation (replay): then the store
         must name its generation. *stop_at* (partition -> offset) folds only the records before those offsets."""
         self.settings = settings
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.from_env()
         self.store = store or Store(settings)
         self.generation = self.store.ensure_generation()
         self.group = group
