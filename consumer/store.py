@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from consumer.fold import Changes
 from schemas.errors import RunNotFound, StoreUnavailable
 from schemas.settings import Settings
 
@@ -180,17 +181,7 @@ class RunWrite:
     expected_prev: int | None  # the applied offset the state was built on (None: a new run)
     state: bytes
     updated_ms: int
-    summary_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    summary_del: list[str] = dataclasses.field(default_factory=list)
-    flat_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    flat_del: list[str] = dataclasses.field(default_factory=list)
-    meta: dict[str, str] = dataclasses.field(default_factory=dict)
-    meta_del: list[str] = dataclasses.field(default_factory=list)
-    tensors_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    tensors_del: list[str] = dataclasses.field(default_factory=list)
-    numeric_set: dict[str, float] = dataclasses.field(default_factory=dict)
-    numeric_del: list[str] = dataclasses.field(default_factory=list)
-    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    changes: Changes = dataclasses.field(default_factory=Changes)  # the views' changes (consumer.fold)
     events: int = 0
     dead_letters: int = 0
 
@@ -343,16 +334,17 @@ class Store:
                 pipe.execute()
         return results
 
-    def _apply_args(self, keys: Keys, w: RunWrite, live: bool) -> tuple[list[str], list[Any]]:
-        entity, project, run_id = w.run_path.split("/")
+    def _apply_args(self, keys: Keys, write: RunWrite, live: bool) -> tuple[list[str], list[Any]]:
+        w = write.changes
+        entity, project, run_id = write.run_path.split("/")
         project_path = f"{entity}/{project}"
         run_keys = [
-            keys.run(w.run_path, "state"),
-            keys.run(w.run_path, "applied"),
-            keys.run(w.run_path, "summary"),
-            keys.run(w.run_path, "flat"),
-            keys.run(w.run_path, "meta"),
-            keys.run(w.run_path, "tensors"),
+            keys.run(write.run_path, "state"),
+            keys.run(write.run_path, "applied"),
+            keys.run(write.run_path, "summary"),
+            keys.run(write.run_path, "flat"),
+            keys.run(write.run_path, "meta"),
+            keys.run(write.run_path, "tensors"),
             keys.project(project_path, "runs"),
             keys.project(project_path, "paths"),
             keys.projects,
@@ -361,18 +353,18 @@ class Store:
         ]
         run_keys += [keys.by_path(project_path, p) for p in w.numeric_set]
         run_keys += [keys.by_path(project_path, p) for p in w.numeric_del]
-        run_keys += [keys.blob(w.run_path, sha) for sha in w.blobs]
+        run_keys += [keys.blob(write.run_path, sha) for sha in w.blobs]
         argv: list[Any] = [
-            w.partition,
-            w.offset,
-            "" if w.expected_prev is None else str(w.expected_prev),
-            w.state,
+            write.partition,
+            write.offset,
+            "" if write.expected_prev is None else str(write.expected_prev),
+            write.state,
             run_id,
-            w.updated_ms,
+            write.updated_ms,
             keys.channel(project_path),
             project_path,
-            w.events,
-            w.dead_letters,
+            write.events,
+            write.dead_letters,
             keys.generation if live else "",
             len(w.summary_set),
             len(w.summary_del),

@@ -8,21 +8,14 @@ import numpy as np
 import pytest
 
 import producer as mf
-from consumer.runner import Consumer, ConsumeReport
 from consumer.store import Store
 from schemas.errors import RunNotFound
 from schemas.settings import Settings
 from schemas.tensors import from_npy
 
+from support import consume_all
+
 pytestmark = pytest.mark.integration
-
-
-def consume_all(settings: Settings) -> ConsumeReport:
-    consumer = Consumer(settings)
-    try:
-        return consumer.run(until_caught_up=True)
-    finally:
-        consumer.close()
 
 
 def read_run(settings: Settings, path: str) -> dict[str, Any]:
