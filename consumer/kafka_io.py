@@ -167,7 +167,7 @@ class GroupConsumer:
         self.group = group
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
-        fetch = max(max_record_bytes or Limits().kafka_max_record_bytes, 8 * 1024 * 1024)
+        del max_record_bytes  # a record larger than the fetch sizes is still returned whole (KIP-74)
         try:
             self._consumer = KafkaConsumer(
                 **settings.kafka_options(),
@@ -175,8 +175,9 @@ class GroupConsumer:
                 client_id=client_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                max_partition_fetch_bytes=fetch,
-                fetch_max_bytes=max(fetch, 52428800),
+                # bounded fetches keep a poll's records (and the consumer's memory) small
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_bytes=16 * 1024 * 1024,
                 fetch_max_wait_ms=100,
                 max_poll_records=2000,
                 max_poll_interval_ms=600000,

@@ -58,6 +58,9 @@ class ConsumeReport:
     seconds: float = 0.0
 
 
+_Groups = OrderedDict[tuple[str, int], list[Record]]
+
+
 @dataclasses.dataclass
 class _Cached:
     state: RunState
@@ -225,26 +228,28 @@ class Consumer:
         self._dead = None
 
     def process(self, records: list[Record]) -> None:
-        """Fold one poll's records and write them to Redis in one round trip; then commit to Kafka."""
+        """Fold one poll's records and write them to Redis in one round trip; then commit to Kafka.
+
+        Records are grouped by their key (the run path) and decoded one at a time while folding, so a poll's
+        decoded events never all sit in memory at once.
+        """
         self.report.batches += 1
         self.report.records += len(records)
         dead = self._dead
         assert dead is not None and self._kafka is not None
-        groups: OrderedDict[tuple[str, int], list[tuple[Record, tuple[str, Any]]]] = OrderedDict()
+        groups: _Groups = OrderedDict()
         next_offsets: dict[int, int] = {}
         undecodable: dict[int, int] = {}
         for record in records:
             next_offsets[record.partition] = record.offset + 1
-            try:
-                decoded = codec.decode(record.value or b"")
-                path = run_path_of(decoded)
-            except (CodecError, ValidationError) as exc:
-                dead.send(record, f"undecodable: {exc}")
+            path = _key_path(record.key)
+            if path is None:
+                dead.send(record, f"undecodable: the record key {record.key!r} is not a run path entity/project/run_id")
                 undecodable[record.partition] = undecodable.get(record.partition, 0) + 1
                 continue
-            groups.setdefault((path, record.partition), []).append((record, decoded))
+            groups.setdefault((path, record.partition), []).append(record)
 
-        writes, pending = self._fold_groups(groups, dead)
+        writes, pending = self._fold_groups(groups, dead, undecodable)
         dead.flush()
         results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
         self._check_moved(results)
@@ -253,8 +258,7 @@ class Consumer:
             self.report.conflicts += len(retries)
             for key, _ in retries:
                 self._cache.pop(key[0], None)
-            again = OrderedDict((key, items) for key, items in retries)
-            writes, _ = self._fold_groups(again, dead)
+            writes, _ = self._fold_groups(OrderedDict(retries), dead, None)
             dead.flush()
             results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
             self._check_moved(results)
@@ -284,21 +288,33 @@ class Consumer:
             self._cache[path] = _Cached(state, applied, _events_of(state), 0)
 
     def _fold_groups(
-        self, groups: OrderedDict[tuple[str, int], list[tuple[Record, tuple[str, Any]]]], dead: DeadLetterProducer
-    ) -> tuple[list[RunWrite], list[tuple[tuple[str, int], list[tuple[Record, tuple[str, Any]]]]]]:
+        self, groups: _Groups, dead: DeadLetterProducer, undecodable: dict[int, int] | None
+    ) -> tuple[list[RunWrite], list[tuple[tuple[str, int], list[Record]]]]:
+        """Fold each run's records; *undecodable* (None on a retry) collects the records that are not events."""
         self._load(list(dict.fromkeys(path for path, _ in groups)))
         writes: list[RunWrite] = []
-        pending: list[tuple[tuple[str, int], list[tuple[Record, tuple[str, Any]]]]] = []
-        for (path, partition), items in groups.items():
+        pending: list[tuple[tuple[str, int], list[Record]]] = []
+        for (path, partition), records in groups.items():
             cached = self._cache[path]
             self._cache.move_to_end(path)
             self._partition_of[path] = partition
             applied = cached.applied.get(partition)
             rejected = 0
             last_offset = None
-            for record, decoded in items:
-                if applied is not None and record.offset <= applied:
-                    continue  # already in Redis: a re-read after a crash or a seek back
+            for record in records:
+                done = applied is not None and record.offset <= applied  # re-read after a crash or a seek back
+                try:
+                    decoded = codec.decode(record.value or b"")
+                    inside = run_path_of(decoded)
+                    if inside != path:
+                        raise ValidationError(f"the record key {path!r} is not the run path of its events ({inside!r})")
+                except (CodecError, ValidationError) as exc:
+                    if undecodable is not None:  # counted with the checkpoint, so exactly once even on re-reads
+                        dead.send(record, f"undecodable: {exc}")
+                        undecodable[partition] = undecodable.get(partition, 0) + 1
+                    continue
+                if done:
+                    continue
                 last_offset = record.offset
                 try:
                     refused = fold_record(cached.state, decoded, limits=self.limits)
@@ -331,13 +347,27 @@ class Consumer:
                 dead_letters=rejected,
             )
             writes.append(write)
-            pending.append(((path, partition), items))
+            pending.append(((path, partition), records))
             cached.applied[partition] = last_offset
             cached.events = events
             cached.updated_ms = updated
             self.report.events_applied += write.events
             self.report.dead_letters += rejected
         return writes, pending
+
+
+def _key_path(key: bytes | None) -> str | None:
+    """The run path a record key names, if it is a valid one (the SDK keys every record by its run path)."""
+    if not key:
+        return None
+    try:
+        entity, project, run_id = key.decode("utf-8").split("/")
+        check_run_part("entity", entity)
+        check_run_part("project", project)
+        check_run_part("run_id", run_id)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return f"{entity}/{project}/{run_id}"
 
 
 def _events_of(state: RunState) -> int:

@@ -6,14 +6,9 @@ topic into another namespace.
 
 from __future__ import annotations
 
-import dataclasses
-import multiprocessing
-import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,45 +20,9 @@ from consumer.store import Store
 from schemas import codec
 from schemas.settings import Settings
 
-from support import consume_all, produce_stream, read_full_records, stream_events
+from support import clean_fold_digest, consume_all, consumer_process, read_full_records, start_stream, stream_events, wait_all
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`metricfold -v consume` in its own process; its log is appended to *log*."""
-    command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
-               "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace, *extra]
-    with log.open("ab") as sink:
-        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
-
-
-def start_stream(
-    settings: Settings, producers: int, runs: int, events_per_run: int, pause_s: float
-) -> list[multiprocessing.process.BaseProcess]:
-    context = multiprocessing.get_context("spawn")
-    procs = [
-        context.Process(target=produce_stream, args=(settings, runs, events_per_run, seed, pause_s))
-        for seed in range(producers)
-    ]
-    for p in procs:
-        p.start()
-    return procs
-
-
-def wait_all(procs: list[multiprocessing.process.BaseProcess]) -> None:
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0, f"a producer process failed: exit code {p.exitcode}"
-
-
-def clean_fold_digest(settings: Settings) -> tuple[str, dict[str, int]]:
-    clean = dataclasses.replace(settings, namespace=settings.namespace + "clean")
-    consume_all(clean)
-    with Store(clean) as store:
-        return digest_generation(store), store.stats()
 
 
 def test_kill_9_at_random_points_then_restart_gives_the_state_of_a_clean_fold(settings: Settings, tmp_path: Path) -> None:
@@ -164,3 +123,22 @@ def test_garbage_and_rule_breaking_events_go_to_the_dead_letter_topic_and_valid_
         headers = dict(r.headers)
         assert headers["source.topic"].decode() == settings.topic
         assert int(headers["source.offset"]) >= 0
+
+
+def test_a_record_whose_key_is_not_its_run_path_is_a_dead_letter(settings: Settings) -> None:
+    envelope = {"entity": "team", "project": "vision", "run_id": "r1", "producer_id": "p-1", "ts_ms": 1}
+    event = codec.encode("metricfold.Log", {**envelope, "seq": 0, "step": 0, "values": {"loss": 0.5}})
+    producer = KafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+    producer.send(settings.topic, key=b"team/vision/other", value=event)  # would break per-run ordering
+    producer.send(settings.topic, key=None, value=event)
+    producer.send(settings.topic, key=b"team/vision/r1", value=event)
+    producer.flush()
+    producer.close()
+
+    report = consume_all(settings)
+    dead = read_full_records(settings, 2, topic=settings.dead_letter_topic)
+
+    assert report.undecodable == 2
+    assert all(b"run path" in dict(r.headers)["reason"] for r in dead)
+    with Store(settings) as store:
+        assert int(store.read_run("team/vision/r1")["meta"]["events"]) == 1
