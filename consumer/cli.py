@@ -190,6 +190,22 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError("`metricfold serve` needs Starlette and uvicorn: pip install 'metricfold[serve]'") from None
+    from consumer.web.server import load_token, serve
+
+    settings = Settings.from_env(
+        kafka=args.kafka, redis=args.redis, topic=args.topic, namespace=args.namespace, group=args.group,
+        redis_username=args.redis_username,
+    )
+    token = load_token(args.token_file)
+    return serve(settings, host=args.host, port=args.port, token=token, access_log=args.access_log)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from consumer.demo import run_demo
 
@@ -278,6 +294,26 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--generation", metavar="NAME", help="the generation to digest (default: the active one)")
     _add_connection_options(digest)
     digest.set_defaults(func=_cmd_digest)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the web page (runs table with pinned summary columns, run pages, live updates) and the JSON API",
+        description="Serve the runs page, the run page and the read-only JSON API (/api/openapi.json) from Redis, with "
+        "live updates pushed from the consumer's pub/sub notices. Binds 127.0.0.1 by default. Redis credentials and TLS "
+        "come from METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD / METRICFOLD_REDIS_CA_CERT (use the read-only "
+        "ACL user, see deploy/redis/users.acl). With --token-file or METRICFOLD_SERVE_TOKEN every request needs "
+        "'Authorization: Bearer <token>' (a browser opens a page once with ?token=<token> and gets a cookie).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765; 0: any free port)")
+    serve.add_argument(
+        "--token-file", metavar="PATH", help="require this bearer token (a file with one line; or METRICFOLD_SERVE_TOKEN)"
+    )
+    serve.add_argument("--redis-username", metavar="USER", help="Redis ACL user (METRICFOLD_REDIS_USERNAME; password only from "
+                       "METRICFOLD_REDIS_PASSWORD)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    _add_connection_options(serve)
+    serve.set_defaults(func=_cmd_serve)
 
     demo = commands.add_parser("demo", help="an end-to-end run against the configured Kafka and Redis")
     _add_connection_options(demo)

@@ -26,19 +26,21 @@ run's state, views, indexes and applied offset in one atomic step and skips a ba
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from consumer.fold import Changes
 from schemas.errors import RunNotFound, StoreUnavailable
 from schemas.settings import Settings
 
-__all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "Keys", "RunWrite", "Store", "redis_client"]
+__all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "ChangeFeed", "Keys", "RunWrite", "Store", "TablePage", "redis_client"]
 
 APPLIED, SKIPPED, CONFLICT, MOVED = 1, 0, -1, -2
 
@@ -119,6 +121,52 @@ return {gen, redis.call('HGETALL', base .. 'summary'), redis.call('HGETALL', bas
         redis.call('HGETALL', base .. 'meta'), redis.call('HGETALL', base .. 'tensors')}
 """
 
+_READ_TABLE = """
+-- KEYS: 1 <ns>:active; ARGV: 1 namespace, 2 project path, 3 generation ('' = the active one), 4 sort path
+-- ('' = last update), 5 '1' descending / '0' ascending, 6 offset, 7 limit, 8.. flat paths to read per run.
+-- One page of a project's runs table from its sorted sets, in one atomic step (read-only: run with EVAL_RO).
+-- Returns {false} (no generation), {gen, -1} (no such project), {gen, -2} (no such sort path), or
+-- {gen, total in the sort index, runs in the project, {{run_id, {name, state, updated, created}, {values}}...},
+-- the project's numeric flat paths (the column picker)}.
+local gen = ARGV[3]
+if gen == '' then gen = redis.call('GET', KEYS[1]) end
+if not gen then return {false} end
+local prefix = ARGV[1] .. ':' .. gen .. ':'
+if redis.call('SISMEMBER', prefix .. 'projects', ARGV[2]) == 0 then return {gen, -1} end
+local pkey = prefix .. 'project:{' .. ARGV[2] .. '}:'
+local zkey = pkey .. 'runs'
+if ARGV[4] ~= '' then
+  if redis.call('SISMEMBER', pkey .. 'paths', ARGV[4]) == 0 then return {gen, -2} end
+  zkey = pkey .. 'by:' .. ARGV[4]
+end
+local first = tonumber(ARGV[6])
+local last = first + tonumber(ARGV[7]) - 1
+local ids
+if ARGV[5] == '1' then ids = redis.call('ZREVRANGE', zkey, first, last) else ids = redis.call('ZRANGE', zkey, first, last) end
+local cols = {}
+for i = 8, #ARGV do cols[#cols + 1] = ARGV[i] end
+local rows = {}
+for i, id in ipairs(ids) do
+  local base = prefix .. 'run:{' .. ARGV[2] .. '/' .. id .. '}:'
+  local values = {}
+  if #cols > 0 then values = redis.call('HMGET', base .. 'flat', unpack(cols)) end
+  rows[i] = {id, redis.call('HMGET', base .. 'meta', 'name', 'state', 'updated', 'created'), values}
+end
+return {gen, redis.call('ZCARD', zkey), redis.call('ZCARD', pkey .. 'runs'), rows, redis.call('SMEMBERS', pkey .. 'paths')}
+"""
+
+_READ_PROJECTS = """
+-- KEYS: 1 <ns>:active; ARGV: 1 namespace. Every project with its number of runs, and the stats hash.
+local gen = redis.call('GET', KEYS[1])
+if not gen then return {false} end
+local prefix = ARGV[1] .. ':' .. gen .. ':'
+local out = {}
+for i, project in ipairs(redis.call('SMEMBERS', prefix .. 'projects')) do
+  out[i] = {project, redis.call('ZCARD', prefix .. 'project:{' .. project .. '}:runs')}
+end
+return {gen, out, redis.call('HGETALL', prefix .. 'stats')}
+"""
+
 _CHECKPOINT = """
 -- KEYS: 1 checkpoint hash, 2 stats; ARGV: 1 partition, 2 next offset, 3 undecodable records in the batch
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -171,6 +219,17 @@ class Keys:
         return f"{self.prefix}:changes:{project_path}"
 
 
+@dataclasses.dataclass(frozen=True)
+class TablePage:
+    """One page of a project's runs table (Store.read_table)."""
+
+    generation: str
+    total: int  # runs in the sort index (every run when sorting by last update; those with a number at the path otherwise)
+    project_runs: int  # runs in the project
+    rows: list[dict[str, Any]]  # run_id, name, state, updated, created (ms), values: {path: JSON value or None}
+    paths: list[str]  # the project's numeric flat paths, sorted (sortable; the column picker)
+
+
 @dataclasses.dataclass
 class RunWrite:
     """Everything one consumer batch changed for one run, applied atomically by `apply_run`."""
@@ -186,11 +245,22 @@ class RunWrite:
     dead_letters: int = 0
 
 
+def _client_options(settings: Settings) -> dict[str, Any]:
+    """Credentials and TLS from Settings (never from code); the TLS options only for rediss:// URLs."""
+    options: dict[str, Any] = {"username": settings.redis_username, "password": settings.redis_password}
+    if settings.redis.startswith("rediss://"):
+        if settings.redis_ca_cert:
+            options["ssl_ca_certs"] = settings.redis_ca_cert
+        if settings.redis_client_cert:
+            options["ssl_certfile"] = settings.redis_client_cert
+            options["ssl_keyfile"] = settings.redis_client_key
+    return options
+
+
 def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
     return redis.Redis.from_url(
         settings.redis,
-        username=settings.redis_username,
-        password=settings.redis_password,
+        **_client_options(settings),
         decode_responses=decode,
         socket_timeout=30,
         socket_connect_timeout=5,
@@ -225,6 +295,8 @@ class Store:
         self._apply = self.client.register_script(_APPLY_RUN)
         self._checkpoint = self.client.register_script(_CHECKPOINT)
         self._read_run = self.client.register_script(_READ_RUN)
+        self._read_table = self.client.register_script(_READ_TABLE)
+        self._read_projects = self.client.register_script(_READ_PROJECTS)
 
     def close(self) -> None:
         self.client.close()
@@ -392,6 +464,13 @@ class Store:
         return run_keys, argv
 
     # ------------------------------------------------------------------ read side
+    def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a read-only script with EVALSHA_RO (EVAL_RO the first time), so a read-only ACL user may run it."""
+        try:
+            return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.client.eval_ro(script.script, len(keys), *keys, *args)
+
     def _read_generation(self) -> str:
         """Readers always resolve the active generation (unless one was given explicitly)."""
         if self._generation is not None:
@@ -405,7 +484,7 @@ class Store:
         """summary, flat, meta and tensors of one run, with the generation resolved in the same atomic step."""
         ns = self.settings.namespace
         with _mapped(self.settings):
-            reply = self._read_run(keys=[f"{ns}:active"], args=[ns, run_path, self._generation or ""])
+            reply = self._read_only(self._read_run, [f"{ns}:active"], [ns, run_path, self._generation or ""])
         if not reply or not reply[0]:
             raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
         generation = _text(reply[0])
@@ -451,3 +530,107 @@ class Store:
         keys = Keys(self.settings.namespace, self._read_generation())
         with _mapped(self.settings):
             return {_text(k): int(v) for k, v in self.client.hgetall(keys.stats).items()}
+
+    def read_table(
+        self,
+        project_path: str,
+        *,
+        sort: str | None = None,
+        descending: bool = True,
+        offset: int = 0,
+        limit: int = 50,
+        columns: Sequence[str] = (),
+    ) -> TablePage:
+        """A page of the runs table in ONE atomic round trip: ids from the sorted set, then each run's meta and
+        the *columns* of its flat view. Raises RunNotFound for an unknown project, ValueError for an unknown sort path."""
+        ns = self.settings.namespace
+        args: list[Any] = [ns, project_path, self._generation or "", sort or "", "1" if descending else "0", offset, limit]
+        with _mapped(self.settings):
+            reply = self._read_only(self._read_table, [f"{ns}:active"], [*args, *columns])
+        if not reply or not reply[0]:
+            raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
+        generation = _text(reply[0])
+        if reply[1] == -1:
+            raise RunNotFound(f"project {project_path!r} is not in namespace {ns!r} (generation {generation})")
+        if reply[1] == -2:
+            raise ValueError(f"project {project_path!r} has no numeric summary path {sort!r} to sort by")
+        rows = []
+        for run_id, meta, values in reply[3]:
+            name, state, updated, created = (None if m is None else _text(m) for m in meta)
+            rows.append(
+                {
+                    "run_id": _text(run_id),
+                    "name": name or "",
+                    "state": state or "",
+                    "updated": int(updated or 0),
+                    "created": int(created or 0),
+                    "values": {c: None if v is None else json.loads(v) for c, v in zip(columns, values, strict=False)},
+                }
+            )
+        paths = sorted(_text(p) for p in reply[4])
+        return TablePage(generation=generation, total=int(reply[1]), project_runs=int(reply[2]), rows=rows, paths=paths)
+
+    def read_projects(self) -> tuple[str | None, dict[str, int], dict[str, int]]:
+        """(generation, {entity/project: number of runs}, stats) in one atomic round trip."""
+        ns = self.settings.namespace
+        with _mapped(self.settings):
+            reply = self._read_only(self._read_projects, [f"{ns}:active"], [ns])
+        if not reply or not reply[0]:
+            return None, {}, {}
+        projects = {_text(p): int(n) for p, n in reply[1]}
+        return _text(reply[0]), dict(sorted(projects.items())), {k: int(v) for k, v in _pairs(reply[2]).items()}
+
+
+class ChangeFeed:
+    """Asynchronous pub/sub notices of a project's changed runs (for live pages), following generation switches.
+
+    Read-only: SUBSCRIBE, UNSUBSCRIBE and GET of `<ns>:active` only. One Redis connection per open watch.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = redis.asyncio.Redis.from_url(
+            settings.redis, **_client_options(settings), socket_connect_timeout=5, health_check_interval=30
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _active(self) -> str | None:
+        try:
+            value = await self.client.get(f"{self.settings.namespace}:active")
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"cannot reach Redis at {self.settings.redis}: {exc}") from exc
+        return None if value is None else _text(value)
+
+    async def watch(self, project_path: str, *, tick: float = 1.0, recheck: float = 2.0) -> AsyncIterator[str | None]:
+        """Yield the run_id of each changed run of the project; None at least every *tick* seconds (a chance to stop
+        or send a heartbeat), and "*" after a generation switch (everything may have changed)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        generation: str | None = None
+        loop = asyncio.get_running_loop()
+        checked = 0.0
+        try:
+            while True:
+                if loop.time() - checked >= recheck:
+                    checked = loop.time()
+                    active = await self._active()
+                    if active != generation:
+                        if generation is not None:
+                            await pubsub.unsubscribe()
+                        if active is not None:
+                            await pubsub.subscribe(Keys(self.settings.namespace, active).channel(project_path))
+                        if generation is not None or active is not None:
+                            yield "*" if generation is not None else None
+                        generation = active
+                if generation is None:
+                    await asyncio.sleep(tick)
+                    yield None
+                    continue
+                try:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=tick)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise StoreUnavailable(f"lost the Redis subscription at {self.settings.redis}: {exc}") from exc
+                yield None if message is None else _text(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

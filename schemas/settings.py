@@ -10,6 +10,8 @@
     METRICFOLD_KAFKA_SECURITY_PROTOCOL, METRICFOLD_KAFKA_SASL_MECHANISM, METRICFOLD_KAFKA_SASL_USERNAME,
     METRICFOLD_KAFKA_SASL_PASSWORD, METRICFOLD_KAFKA_SSL_CAFILE   Kafka security (optional)
     METRICFOLD_REDIS_USERNAME, METRICFOLD_REDIS_PASSWORD          Redis ACL user (optional; or in the URL)
+    METRICFOLD_REDIS_CA_CERT      CA bundle that signed the Redis server's certificate (rediss:// only)
+    METRICFOLD_REDIS_CLIENT_CERT, METRICFOLD_REDIS_CLIENT_KEY     client certificate and key for mutual TLS
 
 Credentials come only from here, never from code.
 """
@@ -45,12 +47,22 @@ class Settings:
     kafka_ssl_cafile: str | None = None
     redis_username: str | None = None
     redis_password: str | None = dataclasses.field(default=None, repr=False)
+    redis_ca_cert: str | None = None
+    redis_client_cert: str | None = None
+    redis_client_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kafka or any(not part.strip() for part in self.kafka.split(",")):
             raise ConfigError(f"Kafka bootstrap servers {self.kafka!r} must be host:port[,host:port...]")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"Redis URL {self.redis!r} must start with redis://, rediss:// or unix://")
+        tls = {"redis_ca_cert": self.redis_ca_cert, "redis_client_cert": self.redis_client_cert,
+               "redis_client_key": self.redis_client_key}
+        given = [name for name, value in tls.items() if value]
+        if given and not self.redis.startswith("rediss://"):
+            raise ConfigError(f"{', '.join('METRICFOLD_' + g.upper() for g in given)} need a rediss:// Redis URL, got {self.redis!r}")
+        if bool(self.redis_client_cert) != bool(self.redis_client_key):
+            raise ConfigError("METRICFOLD_REDIS_CLIENT_CERT and METRICFOLD_REDIS_CLIENT_KEY go together: set both or neither")
         for what in ("partitions", "replication_factor"):
             if not isinstance(getattr(self, what), int) or getattr(self, what) < 1:
                 raise ConfigError(f"{what} must be a whole number >= 1, got {getattr(self, what)!r}")

@@ -1,0 +1,213 @@
+"""Server-rendered HTML: every string from Redis (metric names, values, names, tags, config) goes through `e()`."""
+
+from __future__ import annotations
+
+import datetime
+import html
+import math
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from consumer.canonical import escape_segment
+from consumer.tables import format_value
+from consumer.web.params import TableQuery
+from consumer.web.widgets import nested_table, percentile_bar
+
+__all__ = ["error_page", "index_page", "project_page", "run_page", "run_summary_fragment", "table_fragment"]
+
+
+def e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def when(ms: int) -> str:
+    if not ms:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _layout(title: str, body: str, *, live: dict[str, str] | None = None) -> str:
+    data = "".join(f' data-{k}="{e(v)}"' for k, v in (live or {}).items())
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · metricfold</title>"
+        '<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>'
+        f"<body{data}><header><a class=\"brand\" href=\"/\">metricfold</a>"
+        '<span id="live" data-state="off" title="live updates"></span></header>'
+        f"<main>{body}</main></body></html>\n"
+    )
+
+
+def error_page(status: int, message: str) -> str:
+    return _layout(f"{status}", f'<h1>{status}</h1><p class="error">{e(message)}</p><p><a href="/">all projects</a></p>')
+
+
+def index_page(doc: dict[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td><a href="/projects/{e(quote(p["project"]))}">{e(p["project"])}</a></td><td class="num">{p["runs"]:,}</td></tr>'
+        for p in doc["projects"]
+    )
+    stats = ", ".join(f"{e(k)} {v:,}" for k, v in sorted(doc["stats"].items())) or "no events folded yet"
+    table = f"<table><thead><tr><th>project</th><th>runs</th></tr></thead><tbody>{rows}</tbody></table>" if rows else ""
+    return _layout(
+        "projects",
+        f"<h1>Projects</h1><p class=\"muted\">namespace {e(doc['namespace'])}, generation {e(doc['generation'] or '-')}: "
+        f"{stats}</p>{table or '<p>No projects yet: nothing was folded.</p>'}",
+    )
+
+
+def _query(q: TableQuery, **changes: Any) -> str:
+    sort = changes.get("sort", q.sort) or "updated"
+    pairs: list[tuple[str, str]] = [("sort", sort), ("order", changes.get("order", q.order))]
+    pairs += [("limit", str(changes.get("limit", q.limit))), ("offset", str(changes.get("offset", q.offset)))]
+    pairs += [("col", c) for c in changes.get("columns", q.columns)]
+    return "?" + urlencode(pairs)
+
+
+def _sort_link(q: TableQuery, label: str, path: str | None, columns: list[str]) -> str:
+    current = (q.sort or None) == path
+    order = "asc" if current and q.descending else "desc"
+    arrow = (" ▼" if q.descending else " ▲") if current else ""
+    href = _query(q, sort=path, order=order, offset=0, columns=columns if q.columns else ())
+    cls = ' class="sorted"' if current else ""
+    return f'<a{cls} href="{e(href)}" data-sort="{e(path or "updated")}">{e(label)}{arrow}</a>'
+
+
+def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
+    """The runs table and its pager (also sent alone to the live page when the project changes)."""
+    project, columns, numeric = doc["project"], doc["columns"], set(doc["paths"])
+    head = ['<th class="pin">run</th><th>state</th>', f"<th>{_sort_link(q, 'updated', None, columns)}</th>"]
+    for c in columns:
+        label = _sort_link(q, c, c, columns) if c in numeric else e(c)
+        head.append(f'<th class="num" data-col="{e(c)}">{label}</th>')
+    body = []
+    for r in doc["runs"]:
+        href = f"/runs/{quote(project)}/{quote(r['run_id'])}"
+        name = r["name"] or r["run_id"]
+        cells = "".join(f'<td class="num" data-col="{e(c)}">{e(format_value(r["values"].get(c)))}</td>' for c in columns)
+        body.append(
+            f'<tr data-run="{e(r["run_id"])}"><td class="pin"><a href="{e(href)}">{e(name)}</a> '
+            f'<small>{e(r["run_id"])}</small></td><td><span class="state {e(r["state"])}">{e(r["state"] or "-")}</span></td>'
+            f"<td>{e(when(r['updated']))}</td>{cells}</tr>"
+        )
+    total, first = doc["total"], q.offset + 1
+    last = q.offset + len(doc["runs"])
+    pages = []
+    if q.offset > 0:
+        pages.append(f'<a href="{e(_query(q, offset=0))}">&laquo; first</a>')
+        pages.append(f'<a rel="prev" href="{e(_query(q, offset=max(0, q.offset - q.limit)))}">&lsaquo; previous</a>')
+    if last < total:
+        pages.append(f'<a rel="next" href="{e(_query(q, offset=q.offset + q.limit))}">next &rsaquo;</a>')
+        pages.append(f'<a href="{e(_query(q, offset=(total - 1) // q.limit * q.limit))}">last &raquo;</a>')
+    shown = f"runs {first:,}&ndash;{last:,} of {total:,}" if doc["runs"] else f"no runs here ({total:,} in this order)"
+    extra = ""
+    if doc["sort"] != "updated" and total < doc["project_runs"]:
+        extra = f" ({doc['project_runs'] - total:,} runs have no number at {e(doc['sort'])} and are not listed in this order)"
+    return (
+        f'<div class="scroll"><table id="runs"><thead><tr>{"".join(head)}</tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div>'
+        f'<nav class="pager"><span>{shown}{extra}</span> {" ".join(pages)}</nav>'
+    )
+
+
+def _picker(doc: dict[str, Any], q: TableQuery) -> str:
+    shown = set(doc["columns"])
+    boxes = "".join(
+        f'<label><input type="checkbox" name="col" value="{e(p)}"{" checked" if p in shown else ""}> {e(p)}</label>'
+        for p in doc["paths"]
+    )
+    others = "".join(f'<input type="hidden" name="col" value="{e(c)}">' for c in doc["columns"] if c not in doc["paths"])
+    keep = (("sort", doc["sort"]), ("order", q.order), ("limit", q.limit))
+    hidden = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in keep)
+    return (
+        f'<details id="picker"><summary>columns ({len(doc["columns"])} pinned of {len(doc["paths"])} summary paths)</summary>'
+        f'<form method="get">{hidden}{others}<div class="boxes">{boxes}</div>'
+        '<button type="submit">show these columns</button></form></details>'
+    )
+
+
+def project_page(doc: dict[str, Any], q: TableQuery, fragment_url: str) -> str:
+    project = doc["project"]
+    body = (
+        f"<h1>{e(project)}</h1><p class=\"muted\">{doc['project_runs']:,} runs · sorted by {e(doc['sort'])} "
+        f"({e(doc['order'])}) · generation {e(doc['generation'])}</p>{_picker(doc, q)}"
+        f'<div id="table-area">{table_fragment(doc, q)}</div>'
+    )
+    live = {"events": f"/api/projects/{quote(project)}/changes", "refresh": fragment_url, "target": "table-area"}
+    return _layout(project, body, live=live)
+
+
+def _tags(tags: Iterable[object]) -> str:
+    return " ".join(f'<span class="tag">{e(t)}</span>' for t in tags) or "-"
+
+
+def _summary_rows(doc: dict[str, Any]) -> str:
+    tensors: dict[str, dict[str, str]] = doc["tensors"]
+    rows = []
+    for key, value in sorted(doc["summary"].items()):
+        path = escape_segment(key)
+        rows.append(f'<tr data-key="{e(key)}"><th>{e(key)}</th><td>{_value(value, path, tensors)}</td></tr>')
+    return "".join(rows)
+
+
+def _value(value: Any, path: str, tensors: dict[str, dict[str, str]]) -> str:
+    if isinstance(value, dict) and "_type" in value:
+        link = tensors.get(path)
+        download = f' <a class="download" href="{e(link["url"])}" download>download .npy</a>' if link else ""
+        stats = {k: v for k, v in value.items()}
+        shape = "\u00d7".join(str(s) for s in stats.get("shape", [])) or "?"
+        head = f'<div class="tensor">{e(stats.get("_type", ""))} {e(stats.get("dtype", ""))} [{e(shape)}]{download}</div>'
+        return head + percentile_bar(stats) + nested_table(stats, lambda v: e(format_value(v)))
+    if isinstance(value, dict):
+        inner = "".join(
+            f'<tr data-key="{e(k)}"><th>{e(k)}</th><td>{_value(v, f"{path}.{escape_segment(k)}", tensors)}</td></tr>'
+            for k, v in value.items()
+        )
+        return f'<table class="nested">{inner}</table>'
+    cls = "num" if isinstance(value, int | float) and not isinstance(value, bool) else "text"
+    if isinstance(value, float) and not math.isfinite(value):
+        cls = "num nonfinite"
+    return f'<span class="{cls}" data-path="{e(path)}">{e(format_value(value))}</span>'
+
+
+def run_summary_fragment(doc: dict[str, Any]) -> str:
+    """The run's live part: state, counts and the summary (re-sent to the page when the run changes)."""
+    exit_code = "" if doc["exit_code"] is None else f" (exit code {doc['exit_code']})"
+    facts = (
+        f'<dl class="facts"><dt>state</dt><dd><span class="state {e(doc["state"])}" id="run-state">{e(doc["state"] or "-")}'
+        f"</span>{e(exit_code)}</dd><dt>events folded</dt><dd id=\"run-events\">{doc['events']:,}</dd>"
+        f"<dt>created</dt><dd>{e(when(doc['created']))}</dd><dt>updated</dt><dd id=\"run-updated\">{e(when(doc['updated']))}</dd>"
+        f"<dt>tags</dt><dd>{_tags(doc['tags'])}</dd><dt>generation</dt><dd>{e(doc['generation'])}</dd></dl>"
+    )
+    summary = _summary_rows(doc) or '<tr><td colspan="2">no summary values yet</td></tr>'
+    flat = "".join(
+        f'<tr><th>{e(p)}</th><td class="num">{e(format_value(v))}</td></tr>' for p, v in sorted(doc["flat"].items())
+    )
+    return (
+        f"{facts}<h2>Summary</h2><table id=\"summary\" class=\"summary\">{summary}</table>"
+        f'<details><summary>flat view ({len(doc["flat"])} paths, as in Grafana)</summary>'
+        f'<table class="flat">{flat}</table></details>'
+    )
+
+
+def run_page(doc: dict[str, Any], fragment_url: str) -> str:
+    project = f"{doc['entity']}/{doc['project']}"
+    title = doc["name"] or doc["run_id"]
+    config = nested_table(doc["config"], lambda v: e(format_value(v))) if doc["config"] else "<p>-</p>"
+    definitions = "".join(f"<li><code>{e(format_value(d))}</code></li>" for d in doc["definitions"])
+    body = (
+        f'<p class="crumbs"><a href="/projects/{e(quote(project))}">{e(project)}</a> / {e(doc["run_id"])}</p>'
+        f'<h1>{e(title)}</h1><div id="run-live">{run_summary_fragment(doc)}</div>'
+        f"<h2>Config</h2>{config}"
+        f"<details><summary>metric definitions ({len(doc['definitions'])})</summary><ul>{definitions}</ul></details>"
+    )
+    live = {
+        "events": f"/api/projects/{quote(project)}/changes",
+        "refresh": fragment_url,
+        "target": "run-live",
+        "run": doc["run_id"],
+    }
+    return _layout(title, body, live=live)

@@ -1,0 +1,145 @@
+"""Run the web app with uvicorn: in the foreground (`metricfold serve`, the demo) or in a thread (tests, bench)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+
+__all__ = ["DEFAULT_PORT", "ServerThread", "bind", "load_token", "serve", "url_of"]
+
+DEFAULT_PORT = 8765
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+
+
+def load_token(token_file: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """The bearer token from --token-file, else METRICFOLD_SERVE_TOKEN; None when neither is set."""
+    env = os.environ if environ is None else environ
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        source = f"the token file {token_file}"
+    else:
+        token = env.get("METRICFOLD_SERVE_TOKEN", "").strip()
+        source = "METRICFOLD_SERVE_TOKEN"
+        if not token:
+            return None
+    if not _TOKEN.fullmatch(token):
+        raise ConfigError(f"{source} must hold 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
+    return token
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"--host {host!r} is not an IP address or a host name") from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free port), or a ConfigError saying why not."""
+    _check_host(host)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be from 1 to 65535 (or 0 for any free port), got {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} does not resolve: {exc}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def _server(settings: Settings, token: str | None, **options: Any) -> Any:
+    import uvicorn
+
+    from consumer.web.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, token=token),
+        log_level=options.pop("log_level", "warning"),
+        access_log=options.pop("access_log", False),
+        timeout_graceful_shutdown=2,
+        lifespan="on",
+        **options,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+          access_log: bool = False, announce: str = "") -> int:
+    """Serve in the foreground until Ctrl-C / SIGTERM; prints the URL once it listens."""
+    sock = bind(host, port)
+    loopback = host in ("localhost",) or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+    if not loopback and token is None:
+        print(f"warning: serving on {host} without a token: anyone who reaches it can read every summary "
+              "(use --token-file or METRICFOLD_SERVE_TOKEN)", file=sys.stderr)
+    server = _server(settings, token, access_log=access_log, log_level="info" if access_log else "warning")
+    url = url_of(sock)
+    note = "  (bearer token required)" if token else ""
+    print(f"{announce}serving {settings.namespace} from {settings.redis} at {url}{note}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ServerThread:
+    """The app on 127.0.0.1 on a free port in a background thread (tests, bench): `with ServerThread(s) as url:`."""
+
+    def __init__(self, settings: Settings, *, token: str | None = None, host: str = "127.0.0.1") -> None:
+        self.sock = bind(host, 0)
+        self.url = url_of(self.sock).rstrip("/")
+        self.server = _server(settings, token)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the web server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
