@@ -1,0 +1,137 @@
+"""End to end in headless Chromium (Debian's package, driven by Playwright): the project page sorted by a pinned
+column, a run's page, and a live update pushed after the SDK logs and the consumer folds. Screenshots go to
+test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from web_support import fill_project, loss_min
+
+import producer as mf
+from consumer.web.server import ServerThread
+from schemas.settings import Settings
+
+from support import consume_all
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RUNS = 8
+
+
+def _chromium() -> str:
+    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not path:
+        pytest.fail("Debian's chromium is missing: run `make browser` (or `sudo apt-get install -y chromium`)")
+    return path
+
+
+class PublishClock:
+    """Wall-clock time at which Redis announced each change of the project (i.e. when the fold was written)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client = redis.Redis.from_url(settings.redis)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"{settings.namespace}:*:changes:team/vision")
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        while not self.stop.is_set():
+            message = self.pubsub.get_message(timeout=0.2)
+            if message:
+                self.seen.setdefault(message["data"].decode(), time.time())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.pubsub.close()
+        self.client.close()
+
+
+def test_browser_sorts_by_pinned_column_opens_a_run_and_sees_a_live_update(settings: Settings, artifacts_dir: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    fill_project(settings, runs=RUNS)
+    consume_all(settings)
+    by_loss = sorted(range(RUNS), key=loss_min)
+
+    with ServerThread(settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/projects/team/vision")
+            expect(page.locator("#runs tbody tr")).to_have_count(RUNS)
+
+            # pin columns with the picker (grad.norm is not shown by default), then sort by loss.min from its header
+            expect(page.locator('#runs th[data-col="grad.norm"]')).to_have_count(0)
+            page.locator("#picker summary").click()
+            page.locator('#picker input[value="grad.norm"]').check()
+            page.locator('#picker input[value="loss.min"]').check()
+            page.locator("#picker button").click()
+            expect(page.locator('#runs th[data-col="grad.norm"]')).to_have_count(1)
+            page.locator('#runs th a[data-sort="loss.min"]').click()
+            expect(page.locator('#runs th a.sorted[data-sort="loss.min"]')).to_contain_text("▼")
+            page.locator('#runs th a[data-sort="loss.min"]').click()
+            expect(page.locator('#runs th a.sorted[data-sort="loss.min"]')).to_contain_text("▲")
+            order = page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
+            assert order == [f"r{i:02d}" for i in by_loss]
+            cells = page.locator('#runs tbody td[data-col="loss.min"]').all_inner_texts()
+            assert cells == [f"{loss_min(i):.6g}" for i in by_loss]
+            page.screenshot(path=str(artifacts_dir / "web-project-page.png"), full_page=True)
+
+            # open the run with the highest loss.min (the last row) and wait until its live stream is subscribed
+            target = by_loss[-1]
+            page.locator("#runs tbody tr").last.locator("a").first.click()
+            expect(page.locator("h1")).to_have_text(f"run-{target:02d}")
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+            expect(page.locator("body")).to_have_attribute("data-updates", "1")
+            value = page.locator('#summary span[data-path="loss.min"]')
+            expect(value).to_have_text(f"{loss_min(target):.6g}")
+            page.evaluate(
+                """() => { window.__sameDocument = true;
+                   new MutationObserver(() => { if (!window.__changedAt) window.__changedAt = Date.now(); })
+                     .observe(document.getElementById('summary').parentNode, {childList: true, subtree: true}); }"""
+            )
+
+            clock = PublishClock(settings)
+            try:
+                run = mf.init(entity="team", project="vision", run_id=f"r{target:02d}", settings=settings)
+                run.log({"loss": 0.00125})
+                run.finish()
+                consume_all(settings)
+                expect(page.locator('#summary span[data-path="loss.min"]')).to_have_text("0.00125", timeout=10_000)
+            finally:
+                clock.close()
+
+            assert page.evaluate("() => window.__sameDocument === true")  # updated in place, not reloaded
+            changed_ms = page.evaluate("() => window.__changedAt")
+            folded_s = clock.seen[f"r{target:02d}"]
+            assert changed_ms / 1000 - folded_s < 1.0, f"the page changed {changed_ms / 1000 - folded_s:.3f} s after the fold"
+            expect(page.locator("#run-events")).not_to_have_text("")
+            page.screenshot(path=str(artifacts_dir / "web-run-page.png"), full_page=True)
+
+            page.goto(f"{url}/runs/team/vision/r00")  # the run with a tensor: its percentile bar and .npy link
+            expect(page.locator("svg.pbar")).to_have_count(1)
+            expect(page.locator("a.download")).to_have_attribute("href", "/api/runs/team/vision/r00/tensor?path=weights")
+            page.screenshot(path=str(artifacts_dir / "web-run-tensor.png"), full_page=True)
+        finally:
+            browser.close()
