@@ -209,7 +209,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from consumer.demo import run_demo
 
-    return run_demo(_settings(args))
+    return run_demo(_settings(args), serve=not args.no_serve, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     demo = commands.add_parser("demo", help="an end-to-end run against the configured Kafka and Redis")
+    demo.add_argument("--no-serve", action="store_true", help="exit after the tables instead of serving the runs page")
+    demo.add_argument("--port", type=int, default=8765, help="port of the runs page (8765; a free one if it is taken)")
     _add_connection_options(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser

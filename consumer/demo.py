@@ -2,7 +2,8 @@
 
 Several trainer processes (two ranks for each of a few runs) log through the SDK with define_metric
 (min, max, best) and summary overrides; the consumer folds the topic into Redis; then the runs table with
-pinned summary columns and one run's full summary are printed from Redis.
+pinned summary columns and one run's full summary are printed from Redis; finally the runs page is served
+(`metricfold serve`) until Ctrl-C, unless `--no-serve`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def simulate_trainer(settings: Settings, project: str, run_id: str, rank: int, s
             run.summary["notes"] = f"demo run, {steps} steps per rank"
 
 
-def run_demo(settings: Settings, *, steps: int = STEPS) -> int:
+def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port: int = 8765) -> int:
     from consumer.runner import Consumer
     from consumer.store import Store
     from consumer.tables import print_run, print_runs
@@ -111,4 +112,26 @@ def run_demo(settings: Settings, *, steps: int = STEPS) -> int:
         print("\n4. one run's summary\n")
         print_run(f"demo/{project}/{RUNS[0]}", store.read_run(f"demo/{project}/{RUNS[0]}"))
     print(f"\nTry: metricfold summary demo/{project}/{RUNS[1]}   or   metricfold runs demo/{project} --sort loss.min --ascending")
-    return 0
+    if not serve:
+        return 0
+    return _serve_page(settings, f"demo/{project}", port)
+
+
+def _serve_page(settings: Settings, project: str, port: int) -> int:
+    """5. The runs page of the demo project, served until Ctrl-C (needs the serve extra)."""
+    try:
+        from consumer.web.server import serve
+    except ImportError:
+        print("\n(not serving the page: pip install 'metricfold[serve]' for `metricfold serve`)")
+        return 0
+    from schemas.errors import ConfigError
+
+    print("\n5. the runs page, sorted by acc.best with pinned columns (live: run more trainers and watch it change)\n")
+    query = "?sort=acc.best&col=acc.best&col=loss.min&col=best_accuracy&col=val%2Floss.mean&col=weights.mean"
+    try:
+        return serve(settings, port=port, open_path=f"/projects/{project}{query}")
+    except ConfigError as exc:  # the port is taken: any free one
+        print(f"   ({exc}; using a free port)")
+        return serve(settings, port=0, open_path=f"/projects/{project}{query}")
+    except KeyboardInterrupt:
+        return 0

@@ -94,7 +94,7 @@ def _server(settings: Settings, token: str | None, **options: Any) -> Any:
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          access_log: bool = False, announce: str = "") -> int:
+          access_log: bool = False, open_path: str = "") -> int:
     """Serve in the foreground until Ctrl-C / SIGTERM; prints the URL once it listens."""
     sock = bind(host, port)
     loopback = host in ("localhost",) or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
@@ -104,7 +104,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PO
     server = _server(settings, token, access_log=access_log, log_level="info" if access_log else "warning")
     url = url_of(sock)
     note = "  (bearer token required)" if token else ""
-    print(f"{announce}serving {settings.namespace} from {settings.redis} at {url}{note}", flush=True)
+    print(f"serving namespace {settings.namespace} of {settings.redis} at {url}{note}", flush=True)
+    if open_path:
+        print(f"open {url.rstrip('/')}{open_path}", flush=True)
     print("press Ctrl-C to stop", flush=True)
     try:
         server.run(sockets=[sock])
