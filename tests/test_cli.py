@@ -1,0 +1,105 @@
+"""The `metricfold` command as a user runs it: real subprocesses against the real broker and Redis."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import producer as mf
+from consumer.digest import digest_generation
+from consumer.store import Store
+from schemas.settings import Settings
+
+from support import consume_all
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def metricfold(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--topic", settings.topic,
+                  "--namespace", settings.namespace]
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def log_runs(settings: Settings) -> None:
+    for run_id, losses in (("a", [0.9, 0.3, 0.5]), ("b", [0.8, 0.1, 0.2])):
+        with mf.init(entity="team", project="vision", run_id=run_id, name=f"run-{run_id}", settings=settings) as run:
+            run.define_metric("loss", summary="min,last")
+            for loss in losses:
+                run.log({"loss": loss})
+
+
+def test_consume_until_caught_up_then_summary_and_runs_print_readable_tables(settings: Settings) -> None:
+    log_runs(settings)
+
+    consumed = metricfold(settings, "consume", "--until-caught-up", "--quiet")
+    summary = metricfold(settings, "summary", "team/vision/b")
+    runs = metricfold(settings, "runs", "team/vision", "--sort", "loss.min", "--ascending")
+    as_json = metricfold(settings, "runs", "team/vision", "--sort", "loss.min", "--json")
+
+    assert consumed.returncode == 0, consumed.stderr
+    assert "events applied" in consumed.stderr
+    assert summary.returncode == 0 and "loss.min" in summary.stdout and "0.1" in summary.stdout
+    assert runs.returncode == 0
+    rows = [line.split()[0] for line in runs.stdout.splitlines()[3:]]
+    assert rows == ["b", "a"]
+    assert [r["run_id"] for r in json.loads(as_json.stdout)["runs"]] == ["a", "b"]
+
+
+def test_bad_arguments_get_a_clear_error_and_exit_code_2(settings: Settings) -> None:
+    bad_path = metricfold(settings, "summary", "not-a-run-path")
+    bad_project = metricfold(settings, "runs", "team/vision/extra")
+    missing = metricfold(settings, "summary", "team/vision/nothing")
+    bad_offset = metricfold(settings, "replay", "--until-offset", "zero")
+
+    assert bad_path.returncode == 2 and "entity/project/run_id" in bad_path.stderr
+    assert bad_project.returncode == 2 and "entity/project" in bad_project.stderr
+    assert missing.returncode == 2 and "no active generation" in missing.stderr
+    assert bad_offset.returncode == 2 and "PARTITION:OFFSET" in bad_offset.stderr
+
+
+def test_replay_until_time_builds_the_summary_as_it_was_then_and_digest_matches_the_api(settings: Settings) -> None:
+    with mf.init(entity="team", project="vision", run_id="t", settings=settings) as run:
+        run.log({"acc": 0.5})
+    time.sleep(1.5)
+    cut = datetime.datetime.now(tz=datetime.UTC).isoformat()
+    time.sleep(0.5)
+    with mf.init(entity="team", project="vision", run_id="t", settings=settings) as run:
+        run.summary["acc"] = 0.99  # the override the audit asks about
+    consume_all(settings)
+
+    replayed = metricfold(settings, "replay", "--generation", "asof", "--until-time", cut, "--quiet")
+    digest = metricfold(settings, "digest", "--generation", "asof")
+
+    assert replayed.returncode == 0, replayed.stderr
+    with Store(settings, generation="asof") as store:
+        assert store.read_run("team/vision/t")["summary"]["acc"] == 0.5
+        assert digest.stdout.split()[0] == digest_generation(store, "asof")
+    with Store(settings) as store:
+        assert store.read_run("team/vision/t")["summary"]["acc"] == 0.99  # live generation untouched
+
+
+def test_sync_publishes_an_offline_spool_once_even_when_run_twice(settings: Settings, tmp_path: Path) -> None:
+    with pytest.warns(mf.SpoolWarning, match="metricfold sync"):
+        run = mf.init(entity="team", project="vision", run_id="off", mode="offline", spool_dir=tmp_path, settings=settings)
+        for i in range(10):
+            run.log({"i": i})
+        run.finish()
+
+    first = metricfold(settings, "sync", str(tmp_path))
+    second = metricfold(settings, "sync", str(tmp_path))
+    consume_all(settings)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    with Store(settings) as store:
+        assert store.read_run("team/vision/off")["meta"]["events"] == "12"
