@@ -108,7 +108,7 @@ class Run:
         if type(data) is dict and len(data) <= self._max_values:
             max_len = self._max_key_length
             for k, v in data.items():
-                if type(v) is not float or type(k) is not str or not 0 < len(k) <= max_len:
+                if type(v) is not float or type(k) is not str or not 0 < len(k) <= max_len or not k.isascii():
                     break
             else:
                 self._log_floats(data, step)

@@ -34,6 +34,7 @@ from producer.spool import default_spool_dir
 from schemas.errors import MetricfoldError, ValidationError
 from schemas.limits import Limits, check_run_part
 from schemas.settings import Settings
+from schemas.values import check_text
 
 __all__ = ["current_run", "define_metric", "finish", "init", "log", "open_runs"]
 
@@ -91,7 +92,7 @@ def _tags(tags: Iterable[str] | None, limits: Limits) -> list[str]:
             raise ValidationError(
                 f"each tag must be a non-empty str of at most {limits.max_key_length} characters, got {tag!r}"
             )
-        out.append(tag)
+        out.append(check_text(tag, f"tag {tag[:40]!r}"))
     return out
 
 
@@ -171,6 +172,8 @@ def init(
     limits = limits or Limits.from_env()
     if name is not None and (not isinstance(name, str) or len(name) > limits.max_string_length):
         raise ValidationError(f"name must be a str of at most {limits.max_string_length} characters", value=name)
+    if name is not None:
+        check_text(name, "the run name")
     config_dict, config_json = _config_json(config)
     tag_list = _tags(tags, limits)
     settings = settings or Settings.from_env()

@@ -30,6 +30,7 @@ __all__ = [
     "Converter",
     "PathKey",
     "check_key",
+    "check_text",
     "display_path",
     "tensor_array",
     "to_python",
@@ -67,7 +68,22 @@ def check_key(key: object, parent: PathKey | None, limits: Limits) -> str:
             limit="max_key_length",
             maximum=limits.max_key_length,
         )
+    check_text(key, f"key {key[:40]!r}{where}")
     return str(key)
+
+
+def check_text(text: str, what: str) -> str:
+    """Return *text* if it can travel as UTF-8 (Avro strings are UTF-8); a lone surrogate such as '\\ud800'
+    cannot, and would make the whole batch unencodable in the background sender."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{what} is not valid Unicode: {exc.reason} at position {exc.start} (it cannot be encoded as UTF-8)",
+                value=text,
+            ) from None
+    return text
 
 
 def tensor_array(value: object) -> tuple[np.ndarray, str] | None:
@@ -176,6 +192,7 @@ class Converter:
                 limit="max_string_length",
                 maximum=self.limits.max_string_length,
             )
+        check_text(value, f"string value of {display_path(path)!r}")
         self._leaf(path, 4 * len(value) + 6)
         return value
 
