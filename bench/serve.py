@@ -1,0 +1,179 @@
+"""Page latency of `metricfold serve` for a project of 10,000 runs.
+
+    python bench/serve.py [--runs 10000] [--requests 300] [--producers 4] [--keep] [--namespace NS --no-fill]
+
+Fills a fresh topic and namespace with --runs runs (the real SDK in --producers trainer processes: each run
+defines loss=min,max and acc=best, logs 3 steps of loss, acc, grad.norm, lr, then finishes), folds them with the
+real consumer, starts `metricfold serve` as its own process, and times --requests sequential GETs per endpoint
+from this process: the project page sorted by a summary path (a page of 50 at a random offset), the project page
+by last update, a random run's page, and the JSON endpoints. Prints a table, then one JSON line with p50_ms and
+p99_ms over the HTML pages, and per-endpoint figures.
+
+Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
+
+PROJECT = "bench/serve"
+
+
+def _produce(settings: Settings, run_ids: list[str]) -> None:
+    import producer as mf
+
+    for run_id in run_ids:
+        n = int(run_id[1:])
+        run = mf.init(entity="bench", project="serve", run_id=run_id, name=f"trial-{n}", config={"lr": 1e-4 * (1 + n % 10)},
+                      tags=["bench"], settings=settings)
+        run.define_metric("loss", summary="min,max")
+        run.define_metric("acc", summary="best", objective="maximize")
+        rng = random.Random(n)
+        for step in range(3):
+            loss = rng.random()
+            run.log({"loss": loss, "acc": 1 - loss / 2, "grad": {"norm": rng.gauss(1, 0.2)}, "lr": 1e-4}, step=step)
+        run.finish()
+
+
+def fill(settings: Settings, runs: int, producers: int) -> float:
+    run_ids = [f"r{i:05d}" for i in range(runs)]
+    context = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    procs = [context.Process(target=_produce, args=(settings, run_ids[i::producers])) for i in range(producers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"a producer process failed with exit code {p.exitcode}")
+    from consumer.runner import Consumer
+
+    consumer = Consumer(settings)
+    try:
+        consumer.run(until_caught_up=True)
+    finally:
+        consumer.close()
+    return time.perf_counter() - started
+
+
+def start_server(settings: Settings) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "METRICFOLD_REDIS": settings.redis, "METRICFOLD_NAMESPACE": settings.namespace}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "serve", "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("serving "):
+            return proc, line.split(" at ")[1].split()[0].rstrip("/")
+    raise SystemExit("metricfold serve did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10_000, help="runs in the project (10000)")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per endpoint (300)")
+    parser.add_argument("--producers", type=int, default=4, help="trainer processes for the fill (4)")
+    parser.add_argument("--keep", action="store_true", help="keep the topic and Redis keys afterwards")
+    parser.add_argument("--namespace", help="reuse this namespace (with --no-fill: it already holds bench/serve)")
+    parser.add_argument("--no-fill", action="store_true", help="do not fill: time an existing namespace")
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings.from_env(topic=f"bench-serve-{tag}", namespace=args.namespace or f"bserve{tag}")
+    fill_s = 0.0
+    if not args.no_fill:
+        ensure_topics(settings)
+        print(f"filling {settings.namespace} (topic {settings.topic}) with {args.runs:,} runs (SDK + consumer) ...",
+              flush=True)
+        fill_s = fill(settings, args.runs, args.producers)
+    proc, url = start_server(settings)
+    rng = random.Random(7)
+    pages = max(1, args.runs // 50)
+    endpoints = {
+        "project page, sort=acc.best, 50 runs": (
+            True, lambda: f"/projects/{PROJECT}?sort=acc.best&offset={rng.randrange(pages) * 50}"),
+        "project page, sort=loss.min asc, 5 pinned": (
+            True,
+            lambda: f"/projects/{PROJECT}?sort=loss.min&order=asc&offset={rng.randrange(pages) * 50}"
+            "&col=loss.min&col=loss.max&col=acc.best&col=grad.norm&col=lr",
+        ),
+        "project page, by last update": (True, lambda: f"/projects/{PROJECT}?offset={rng.randrange(pages) * 50}"),
+        "run page": (True, lambda: f"/runs/{PROJECT}/r{rng.randrange(args.runs):05d}"),
+        "GET /api/projects/../runs?sort=acc.best&limit=50": (
+            False, lambda: f"/api/projects/{PROJECT}/runs?sort=acc.best&limit=50&offset={rng.randrange(pages) * 50}"),
+        "GET /api/runs/../{run_id}": (False, lambda: f"/api/runs/{PROJECT}/r{rng.randrange(args.runs):05d}"),
+    }
+    results: dict[str, list[float]] = {}
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            check = client.get(f"/api/projects/{PROJECT}/runs?limit=1").json()
+            if check.get("project_runs") != args.runs:
+                raise SystemExit(f"expected {args.runs} runs in {PROJECT}, the server sees {check.get('project_runs')}")
+            for _ in range(20):  # warm up connections and scripts
+                client.get(f"/projects/{PROJECT}")
+            for name, (_, make) in endpoints.items():
+                times = []
+                for _ in range(args.requests):
+                    path = make()
+                    started = time.perf_counter()
+                    reply = client.get(path)
+                    times.append((time.perf_counter() - started) * 1000)
+                    if reply.status_code != 200:
+                        raise SystemExit(f"{path}: HTTP {reply.status_code} {reply.text[:200]}")
+                results[name] = times
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if not args.keep and not args.no_fill:
+            delete_topics(settings, [settings.topic, settings.dead_letter_topic])
+            from consumer.store import redis_client
+
+            client_r = redis_client(settings)
+            keys = list(client_r.scan_iter(match=f"{settings.namespace}:*", count=2000))
+            for i in range(0, len(keys), 1000):
+                client_r.delete(*keys[i : i + 1000])
+            client_r.close()
+
+    html_times = [t for name, ts in results.items() if endpoints[name][0] for t in ts]
+    print(f"\n{args.runs:,} runs in {PROJECT} (fill through the SDK + consumer: {fill_s:.1f} s); {args.requests} requests each\n")
+    print(f"{'endpoint':<52} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, ts in results.items():
+        print(f"{name:<52} {statistics.median(ts):>8.2f} {percentile(ts, 99):>8.2f} {max(ts):>8.2f}")
+    p50, p99 = statistics.median(html_times), percentile(html_times, 99)
+    print(f"{'all HTML pages':<52} {p50:>8.2f} {p99:>8.2f} {max(html_times):>8.2f}")
+    print(json.dumps({
+        "runs": args.runs,
+        "requests": len(html_times),
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "endpoints": {
+            n: {"p50_ms": round(statistics.median(t), 2), "p99_ms": round(percentile(t, 99), 2)} for n, t in results.items()
+        },
+    }))
+
+
+if __name__ == "__main__":
+    main()
