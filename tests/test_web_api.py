@@ -7,6 +7,7 @@ import html
 import io
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,14 +22,13 @@ from consumer.store import Store
 from consumer.web.server import ServerThread
 from schemas.settings import Settings
 
-from conftest import Stack
 from support import consume_all
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def filled(stack: Stack) -> Iterator[Settings]:
+def filled(stack: Any) -> Iterator[Settings]:  # conftest.Stack (not imported: tests/chaos has a conftest too)
     """One project for the whole module (filling it takes a few seconds): its own topic and namespace."""
     tag = uuid.uuid4().hex[:12]
     made = Settings(kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4)
