@@ -223,3 +223,24 @@ def test_token_is_required_when_configured(filled: Settings) -> None:
     assert opened.status_code == 303 and opened.headers["location"] == "/projects/team/vision?sort=loss.min"
     assert "HttpOnly" in opened.headers["set-cookie"] and "SameSite=Strict" in opened.headers["set-cookie"]
     assert with_cookie.status_code == 200 and with_cookie.text.count("<tr data-run=") == 50
+
+
+def test_token_and_address_settings_are_checked(tmp_path: Any) -> None:
+    from consumer.web.server import bind, load_token
+    from schemas.errors import ConfigError
+
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123\n")
+    assert load_token(str(token_file), {}) == "0123456789abcdef0123"
+    assert load_token(None, {"METRICFOLD_SERVE_TOKEN": "from-the-env-0123456"}) == "from-the-env-0123456"
+    assert load_token(None, {}) is None
+    with pytest.raises(ConfigError, match="16 to 512 characters"):
+        load_token(None, {"METRICFOLD_SERVE_TOKEN": "short"})
+    taken = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError, match="cannot listen on"):
+            bind("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
+    with pytest.raises(ConfigError, match="--port must be"):
+        bind("127.0.0.1", 65536)
