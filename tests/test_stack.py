@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -12,7 +13,6 @@ from consumer.kafka_io import event_topic_config, topic_config, topic_partitions
 from schemas.limits import Limits
 from schemas.settings import Settings
 
-from conftest import Stack
 from support import read_full_records
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_dead_letter_topic_exists_with_bounded_retention(settings: Settings) -> 
     assert int(reported["max.message.bytes"]) > Limits().kafka_max_record_bytes
 
 
-def test_redis_answers_and_keeps_data_across_a_server_restart(stack: Stack, settings: Settings) -> None:
+def test_redis_answers_and_keeps_data_across_a_server_restart(stack: Any, settings: Settings) -> None:
     key = f"{settings.namespace}:persist-probe"
     value = uuid.uuid4().hex
     with redis.Redis.from_url(stack.redis_url) as client:
