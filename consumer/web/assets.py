@@ -73,6 +73,7 @@ dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; }
 table.nested { margin: 0; background: transparent; } table.nested th { font-weight: 500; color: var(--muted); }
 .nonfinite { color: #b3261e; }
 .tensor { color: var(--muted); margin-bottom: 2px; } .download { margin-left: 10px; }
+table.stats th { font-weight: 500; color: var(--muted); text-align: right; } table.stats { background: transparent; }
 svg.pbar { display: block; margin: 2px 0 4px; }
 svg.pbar .whisker { stroke: #8a93a6; stroke-width: 1.5; }
 svg.pbar .band { fill: #c9dafc; } svg.pbar .box { fill: #7ea6f2; }

@@ -17,6 +17,10 @@ from consumer.web.widgets import nested_table, percentile_bar
 __all__ = ["error_page", "index_page", "project_page", "run_page", "run_summary_fragment", "table_fragment"]
 
 
+_STATS = ("min", "10%", "25%", "50%", "75%", "90%", "max", "mean", "var", "size")
+_TENSOR_HEAD = ("_type", "dtype", "shape")
+
+
 def e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
@@ -157,10 +161,13 @@ def _value(value: Any, path: str, tensors: dict[str, dict[str, str]]) -> str:
     if isinstance(value, dict) and "_type" in value:
         link = tensors.get(path)
         download = f' <a class="download" href="{e(link["url"])}" download>download .npy</a>' if link else ""
-        stats = {k: v for k, v in value.items()}
-        shape = "\u00d7".join(str(s) for s in stats.get("shape", [])) or "?"
-        head = f'<div class="tensor">{e(stats.get("_type", ""))} {e(stats.get("dtype", ""))} [{e(shape)}]{download}</div>'
-        return head + percentile_bar(stats) + nested_table(stats, lambda v: e(format_value(v)))
+        shape = value.get("shape")
+        dims = "\u00d7".join(str(s) for s in shape) if isinstance(shape, list) else format_value(shape)
+        head = f'<div class="tensor">{e(value.get("_type", ""))} {e(value.get("dtype", ""))} [{e(dims)}]{download}</div>'
+        keys = [k for k in _STATS if k in value] + [k for k in value if k not in _STATS and k not in _TENSOR_HEAD]
+        heads = "".join(f"<th>{e(k)}</th>" for k in keys)
+        cells = "".join(f'<td class="num">{e(format_value(value[k]))}</td>' for k in keys)
+        return head + percentile_bar(value) + f'<table class="stats"><tr>{heads}</tr><tr>{cells}</tr></table>'
     if isinstance(value, dict):
         inner = "".join(
             f'<tr data-key="{e(k)}"><th>{e(k)}</th><td>{_value(v, f"{path}.{escape_segment(k)}", tensors)}</td></tr>'

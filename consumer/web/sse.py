@@ -8,6 +8,7 @@ proxies from closing an idle stream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
@@ -16,26 +17,31 @@ from starlette.responses import StreamingResponse
 
 from consumer.store import ChangeFeed, Store
 from consumer.web.params import parse_project
+from schemas.errors import StoreUnavailable
 
 __all__ = ["HEARTBEAT_S", "changes"]
 
 HEARTBEAT_S = 15.0
+log = logging.getLogger("metricfold.serve")
 
 
 async def _stream(feed: ChangeFeed, project: str) -> AsyncIterator[str]:
     ready = False
     quiet = 0.0
-    async for notice in feed.watch(project, tick=1.0):
-        if not ready:  # the first notice comes once subscribed: from here on no change is missed
-            ready = True
-            yield "retry: 2000\nevent: ready\ndata: subscribed\n\n"
-        if notice is None:
-            quiet += 1.0
-            if quiet >= HEARTBEAT_S:
-                quiet = 0.0
-                yield ": keepalive\n\n"
-            continue
-        yield "event: change\ndata: " + notice.replace("\r", "").replace("\n", "") + "\n\n"
+    try:
+        async for notice in feed.watch(project, tick=1.0):
+            if not ready:  # the first notice comes once subscribed: from here on no change is missed
+                ready = True
+                yield "retry: 2000\nevent: ready\ndata: subscribed\n\n"
+            if notice is None:
+                quiet += 1.0
+                if quiet >= HEARTBEAT_S:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"
+                continue
+            yield "event: change\ndata: " + notice.replace("\r", "").replace("\n", "") + "\n\n"
+    except StoreUnavailable as exc:  # end the stream: the browser reconnects (retry: 2 s) and catches up
+        log.warning("live updates of %s stopped: %s", project, exc)
 
 
 async def changes(request: Request) -> StreamingResponse:
