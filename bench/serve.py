@@ -91,6 +91,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def browser_loads(url: str, count: int, pages: int, runs: int, rng: random.Random) -> dict[str, list[float]]:
+    """Navigation Timing in headless Chromium: from navigation start to the load event (HTML, CSS, script)."""
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    out: dict[str, list[float]] = {"browser: project page load (sort=acc.best)": [], "browser: run page load": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/projects/{PROJECT}", wait_until="load")  # warm up: browser start, CSS and script cached
+            page.goto(f"{url}/runs/{PROJECT}/r00000", wait_until="load")
+            for _ in range(count):
+                for name, path in (
+                    ("browser: project page load (sort=acc.best)",
+                     f"/projects/{PROJECT}?sort=acc.best&offset={rng.randrange(pages) * 50}"),
+                    ("browser: run page load", f"/runs/{PROJECT}/r{rng.randrange(runs):05d}"),
+                ):
+                    page.goto(url + path, wait_until="load")
+                    timing = page.evaluate("() => { const t = performance.getEntriesByType('navigation')[0];"
+                                           " return t.loadEventEnd - t.startTime; }")
+                    out[name].append(float(timing))
+        finally:
+            browser.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the project (10000)")
@@ -99,6 +127,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the topic and Redis keys afterwards")
     parser.add_argument("--namespace", help="reuse this namespace (with --no-fill: it already holds bench/serve)")
     parser.add_argument("--no-fill", action="store_true", help="do not fill: time an existing namespace")
+    parser.add_argument("--browser", type=int, default=30, metavar="N",
+                        help="also load each page N times in headless Chromium and report the load time (30; 0: skip)")
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex[:10]
@@ -144,6 +174,8 @@ def main() -> None:
                     if reply.status_code != 200:
                         raise SystemExit(f"{path}: HTTP {reply.status_code} {reply.text[:200]}")
                 results[name] = times
+        if args.browser:
+            results.update(browser_loads(url, args.browser, pages, args.runs, rng))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -157,7 +189,7 @@ def main() -> None:
                 client_r.delete(*keys[i : i + 1000])
             client_r.close()
 
-    html_times = [t for name, ts in results.items() if endpoints[name][0] for t in ts]
+    html_times = [t for name, ts in results.items() if name in endpoints and endpoints[name][0] for t in ts]
     print(f"\n{args.runs:,} runs in {PROJECT} (fill through the SDK + consumer: {fill_s:.1f} s); {args.requests} requests each\n")
     print(f"{'endpoint':<52} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, ts in results.items():
