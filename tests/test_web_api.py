@@ -244,3 +244,16 @@ def test_token_and_address_settings_are_checked(tmp_path: Any) -> None:
         taken.close()
     with pytest.raises(ConfigError, match="--port must be"):
         bind("127.0.0.1", 65536)
+
+
+def test_serve_without_the_serve_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from consumer.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if `pip install metricfold` without [serve]
+
+    assert main(["serve", "--port", "0"]) == 2
+    assert "pip install 'metricfold[serve]'" in capsys.readouterr().err
