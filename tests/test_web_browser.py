@@ -1,6 +1,6 @@
 """End to end in headless Chromium (Debian's package, driven by Playwright): the project page sorted by a pinned
-column, a run's page, and a live update pushed after the SDK logs and the consumer folds. Screenshots go to
-test-artifacts/."""
+column, a run's page, and live updates on both pushed after the SDK logs and the consumer folds. Screenshots go
+to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ class PublishClock:
         self.client.close()
 
 
+def log_loss(settings: Settings, run: int, loss: float) -> None:
+    """A trainer logs one more loss for a run (the SDK), and the consumer folds it."""
+    with mf.init(entity="team", project="vision", run_id=f"r{run:02d}", settings=settings) as trainer:
+        trainer.log({"loss": loss})
+    consume_all(settings)
+
+
 def test_browser_sorts_by_pinned_column_opens_a_run_and_sees_a_live_update(settings: Settings, artifacts_dir: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -99,13 +106,20 @@ def test_browser_sorts_by_pinned_column_opens_a_run_and_sees_a_live_update(setti
             page.screenshot(path=str(artifacts_dir / "web-project-page.png"), full_page=True)
 
             # open the run with the highest loss.min (the last row) and wait until its live stream is subscribed
+            # live on the project page: the run with the highest loss.min logs a new minimum and moves to the top
             target = by_loss[-1]
-            page.locator("#runs tbody tr").last.locator("a").first.click()
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+            expect(page.locator("body")).to_have_attribute("data-updates", "1")
+            log_loss(settings, target, 0.002)
+            expect(page.locator("#runs tbody tr").first).to_have_attribute("data-run", f"r{target:02d}", timeout=10_000)
+            expect(page.locator('#runs tbody tr td[data-col="loss.min"]').first).to_have_text("0.002")
+
+            page.locator("#runs tbody tr").first.locator("a").first.click()
             expect(page.locator("h1")).to_have_text(f"run-{target:02d}")
             expect(page.locator("#live")).to_have_attribute("data-state", "on")
             expect(page.locator("body")).to_have_attribute("data-updates", "1")
             value = page.locator('#summary span[data-path="loss.min"]')
-            expect(value).to_have_text(f"{loss_min(target):.6g}")
+            expect(value).to_have_text("0.002")
             page.evaluate(
                 """() => { window.__sameDocument = true;
                    new MutationObserver(() => { if (!window.__changedAt) window.__changedAt = Date.now(); })
@@ -114,10 +128,7 @@ def test_browser_sorts_by_pinned_column_opens_a_run_and_sees_a_live_update(setti
 
             clock = PublishClock(settings)
             try:
-                run = mf.init(entity="team", project="vision", run_id=f"r{target:02d}", settings=settings)
-                run.log({"loss": 0.00125})
-                run.finish()
-                consume_all(settings)
+                log_loss(settings, target, 0.00125)
                 expect(page.locator('#summary span[data-path="loss.min"]')).to_have_text("0.00125", timeout=10_000)
             finally:
                 clock.close()
