@@ -60,7 +60,8 @@ class Settings:
                "redis_client_key": self.redis_client_key}
         given = [name for name, value in tls.items() if value]
         if given and not self.redis.startswith("rediss://"):
-            raise ConfigError(f"{', '.join('METRICFOLD_' + g.upper() for g in given)} need a rediss:// Redis URL, got {self.redis!r}")
+            names = ", ".join("METRICFOLD_" + g.upper() for g in given)
+            raise ConfigError(f"{names} need a rediss:// Redis URL, got {self.redis!r}")
         if bool(self.redis_client_cert) != bool(self.redis_client_key):
             raise ConfigError("METRICFOLD_REDIS_CLIENT_CERT and METRICFOLD_REDIS_CLIENT_KEY go together: set both or neither")
         for what in ("partitions", "replication_factor"):
