@@ -120,10 +120,12 @@ def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port
 def _serve_page(settings: Settings, project: str, port: int) -> int:
     """5. The runs page of the demo project, served until Ctrl-C (needs the serve extra)."""
     try:
-        from consumer.web.server import serve
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError:
         print("\n(not serving the page: pip install 'metricfold[serve]' for `metricfold serve`)")
         return 0
+    from consumer.web.server import serve
     from schemas.errors import ConfigError
 
     print("\n5. the runs page, sorted by acc.best with pinned columns (live: run more trainers and watch it change)\n")
