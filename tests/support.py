@@ -1,15 +1,34 @@
-"""Helpers for tests that read what reached the real broker (import: `from support import read_records`)."""
+"""Helpers for tests that read what reached the real broker (import: `from support import read_records`),
+and for the fault tests: trainer processes, consumer processes, a clean fold to compare with."""
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas.settings import Settings
 
-__all__ = ["consume_all", "produce_stream", "read_full_records", "read_records", "stream_events"]
+__all__ = [
+    "clean_fold_digest",
+    "consume_all",
+    "consumer_process",
+    "produce_stream",
+    "read_full_records",
+    "read_records",
+    "start_stream",
+    "stream_events",
+    "wait_all",
+]
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def read_records(settings: Settings, count: int, timeout: float = 30.0, topic: str | None = None) -> list[tuple[bytes, bytes]]:
@@ -38,15 +57,20 @@ def read_full_records(settings: Settings, count: int, timeout: float = 30.0, top
         consumer.close()
 
 
-def produce_stream(settings: Settings, runs: int, events_per_run: int, seed: int, pause_s: float = 0.0) -> None:
-    """A trainer process: `runs` runs, each with defines, logs, an override and a finish; optional pacing."""
+def produce_stream(
+    settings: Settings, runs: int, events_per_run: int, seed: int, pause_s: float = 0.0, spool_dir: str | None = None
+) -> None:
+    """A trainer process: `runs` runs, each with defines, logs, an override and a finish; optional pacing.
+
+    Runs whose events cannot reach Kafka spool them to *spool_dir* (default: the SDK's, ./metricfold-spool)."""
     import random
 
     import producer as mf
 
     rng = random.Random(seed)
     opened = [
-        mf.init(entity="chaos", project=f"p{seed % 3}", run_id=f"s{seed}r{i}", settings=settings) for i in range(runs)
+        mf.init(entity="chaos", project=f"p{seed % 3}", run_id=f"s{seed}r{i}", settings=settings, spool_dir=spool_dir)
+        for i in range(runs)
     ]
     for run in opened:
         run.define_metric("loss", summary="min,max,mean")
@@ -78,3 +102,43 @@ def consume_all(settings: Settings) -> Any:
         return consumer.run(until_caught_up=True)
     finally:
         consumer.close()
+
+
+def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`metricfold -v consume` in its own process; its log is appended to *log*."""
+    command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
+               "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace, *extra]
+    with log.open("ab") as sink:
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+
+
+def start_stream(
+    settings: Settings, producers: int, runs: int, events_per_run: int, pause_s: float, *, first_seed: int = 0,
+    spool_dir: str | None = None,
+) -> list[multiprocessing.process.BaseProcess]:
+    """*producers* trainer processes running produce_stream with seeds first_seed, first_seed + 1, ..."""
+    context = multiprocessing.get_context("spawn")
+    procs: list[multiprocessing.process.BaseProcess] = [
+        context.Process(target=produce_stream, args=(settings, runs, events_per_run, seed, pause_s, spool_dir))
+        for seed in range(first_seed, first_seed + producers)
+    ]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def wait_all(procs: list[multiprocessing.process.BaseProcess], timeout: float = 300) -> None:
+    for p in procs:
+        p.join(timeout=timeout)
+        assert p.exitcode == 0, f"a producer process failed: exit code {p.exitcode}"
+
+
+def clean_fold_digest(settings: Settings) -> tuple[str, dict[str, int]]:
+    """Fold the same topic cleanly (one consumer, no faults) into another namespace: its digest and stats."""
+    from consumer.digest import digest_generation
+    from consumer.store import Store
+
+    clean = dataclasses.replace(settings, namespace=settings.namespace + "clean")
+    consume_all(clean)
+    with Store(clean) as store:
+        return digest_generation(store), store.stats()
