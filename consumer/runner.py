@@ -109,6 +109,9 @@ class Consumer:
         self._partition_of: dict[str, int] = {}
         self._kafka: GroupConsumer | None = None
         self._dead: DeadLetterProducer | None = None
+        # partition -> the checkpoint we know Redis holds (read at a seek, or written by us): Redis holding less
+        # later means it lost acknowledged writes
+        self._known: dict[int, int] = {}
         self.stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -146,10 +149,14 @@ class Consumer:
 
     def _on_assigned(self, partitions: list[int]) -> dict[int, int]:
         checkpoints = self.store.checkpoints(self.settings.topic)
-        return {p: checkpoints[p] for p in partitions if p in checkpoints}
+        found = {p: checkpoints[p] for p in partitions if p in checkpoints}
+        self._known.update(found)
+        return found
 
     def _on_revoked(self, partitions: list[int]) -> None:
         gone = set(partitions)
+        for partition in gone:
+            self._known.pop(partition, None)
         for path in [p for p, part in self._partition_of.items() if part in gone]:
             self._cache.pop(path, None)
             self._partition_of.pop(path, None)
@@ -210,9 +217,12 @@ class Consumer:
         time.sleep(wait_s)
         self._cache.clear()
         self._partition_of.clear()
+        self._known.clear()
         if self._kafka is not None:
             try:
-                self._kafka.seek(self.store.checkpoints(self.settings.topic))
+                checkpoints = self.store.checkpoints(self.settings.topic)
+                self._kafka.seek(checkpoints)
+                self._known.update(checkpoints)
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 log.warning("cannot seek back yet (%s); dropping the Kafka connection to start over", exc)
                 self._drop_kafka()
@@ -251,24 +261,41 @@ class Consumer:
 
         writes, pending = self._fold_groups(groups, dead, undecodable)
         dead.flush()
-        results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
+        known = {p: self._known[p] for p in next_offsets if p in self._known}
+        results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
         self._check_moved(results)
         retries = [pending[i] for i, r in enumerate(results) if r == CONFLICT]
         if retries:
             self.report.conflicts += len(retries)
+            self._check_not_lost([w for w, r in zip(writes, results, strict=True) if r == CONFLICT])
             for key, _ in retries:
                 self._cache.pop(key[0], None)
             writes, _ = self._fold_groups(OrderedDict(retries), dead, None)
             dead.flush()
-            results = self.store.apply(writes, next_offsets, undecodable, live=self.live)
+            results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
             self._check_moved(results)
             if CONFLICT in results:
                 raise StoreUnavailable("a run kept changing under us (is a second consumer writing this generation?)")
+        for partition, offset in next_offsets.items():
+            self._known[partition] = max(offset, self._known.get(partition, offset))
         self.report.undecodable += sum(undecodable.values())
         self._kafka.commit(next_offsets)
         while len(self._cache) > self.max_cached_runs:
             path, _ = self._cache.popitem(last=False)
             self._partition_of.pop(path, None)
+
+    def _check_not_lost(self, conflicts: list[RunWrite]) -> None:
+        """A conflict where Redis holds an older applied offset than the one our cached state was built on means
+        Redis lost writes it had acknowledged: refolding only this batch would leave a gap, so start over from
+        the Redis checkpoint (a newer offset means another writer, handled by refolding the batch)."""
+        stored = self.store.load_runs([w.run_path for w in conflicts])
+        for w in conflicts:
+            applied = stored[w.run_path][1].get(w.partition)
+            if w.expected_prev is not None and (applied is None or applied < w.expected_prev):
+                raise StoreUnavailable(
+                    f"Redis lost writes it had acknowledged: run {w.run_path} is at offset {applied} of partition "
+                    f"{w.partition}, not {w.expected_prev}"
+                )
 
     def _check_moved(self, results: list[int]) -> None:
         if MOVED in results:

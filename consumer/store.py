@@ -168,8 +168,11 @@ return {gen, out, redis.call('HGETALL', prefix .. 'stats')}
 """
 
 _CHECKPOINT = """
--- KEYS: 1 checkpoint hash, 2 stats; ARGV: 1 partition, 2 next offset, 3 undecodable records in the batch
+-- KEYS: 1 checkpoint hash, 2 stats; ARGV: 1 partition, 2 next offset, 3 undecodable records in the batch,
+-- 4 the checkpoint the caller knows Redis held ('' = none). Returns 1 advanced, 0 already there, -1 Redis holds
+-- less than that: it lost writes it had acknowledged (a crash with AOF everysec); then nothing is written.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' and tonumber(current or '-1') < tonumber(ARGV[4]) then return -1 end
 if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'undecodable', ARGV[3]) end
@@ -383,12 +386,15 @@ class Store:
         undecodable: dict[int, int] | None = None,
         *,
         live: bool = True,
+        known: dict[int, int] | None = None,
     ) -> list[int]:
         """Apply every run's write, then advance the checkpoints. Returns APPLIED/SKIPPED/CONFLICT/MOVED per write.
 
         Checkpoints are advanced only when every write applied or skipped (a conflicting run is refolded by the
         caller; MOVED means a replay made another generation active). With *live*, a write lands only while
         this store's generation is the active one; a replay writes with live=False into its new generation.
+        *known* (partition -> checkpoint) is what the caller knows Redis held; a checkpoint below it means Redis
+        lost acknowledged writes, and raises StoreUnavailable instead of moving the checkpoint over the gap.
         """
         keys = self.keys
         topic = self.settings.topic
@@ -402,8 +408,13 @@ class Store:
                 pipe = self.client.pipeline(transaction=False)
                 for partition, next_offset in checkpoints.items():
                     bad = (undecodable or {}).get(partition, 0)
-                    self._checkpoint(keys=[keys.checkpoint(topic), keys.stats], args=[partition, next_offset, bad], client=pipe)
-                pipe.execute()
+                    seen = "" if known is None or partition not in known else known[partition]
+                    self._checkpoint(
+                        keys=[keys.checkpoint(topic), keys.stats], args=[partition, next_offset, bad, seen], client=pipe
+                    )
+                if -1 in (int(r) for r in pipe.execute()):
+                    raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
+                                           "it lost writes (restarted without its last fsync?)")
         return results
 
     def _apply_args(self, keys: Keys, write: RunWrite, live: bool) -> tuple[list[str], list[Any]]:
