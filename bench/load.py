@@ -1,0 +1,293 @@
+"""Load: trainer processes logging at a steady rate while the consumer folds live; freshness, throughput, lag, memory.
+
+    python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--series FILE]
+
+--trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
+paced so that together they log --rate events/s for --seconds. `metricfold consume` runs in its own process.
+Every event carries its wall-clock send time `t` (ms) and its index `n` within its run. A sampler subscribed
+to the project's change channel (`<ns>:<gen>:changes:<entity/project>`) reads each changed run's flat view
+(`t`, `n`) as soon as it is told, and takes the time the reply arrived as the moment those events became
+visible: the events of the run with index in (n_before, n_now] became visible then; the newest was sent at
+`t`, the older ones at times interpolated back to the previous `t` (the pacing is steady). Freshness of an
+event = visible - sent. Events sent in the first --warmup seconds are left out of the percentiles.
+
+Also sampled once a second: events logged and events folded (Redis stats), so throughput and lag (logged -
+folded, in events) over time, and the consumer's RSS; peak RSS is the consumer's VmHWM.
+
+Prints a table, then one JSON line: freshness_p50_ms, freshness_p99_ms, events_per_s, peak_rss_mb (and more).
+The time series goes to --series (default test-artifacts/load-series.json) for bench/report.py's plot.
+Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+
+from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
+from consumer.store import Keys  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
+
+ENTITY, PROJECT = "load", "bench"
+
+
+def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
+            go: Any, logged: Synchronized[int]) -> None:
+    """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*."""
+    mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
+    options = mf.SenderOptions(connect_timeout_s=120.0)  # 400 producers bootstrap at once on a small machine
+    opened = [mf.init(entity=ENTITY, project=PROJECT, run_id=f"t{index}r{j}", settings=settings, sender_options=options)
+              for j in range(runs)]
+    for run in opened:  # connected: one record each reached Kafka
+        run.log({"loss": 0.0, "acc": 0.0, "lr": 0.0})
+    counts = [0] * runs
+    with ready.get_lock():
+        ready.value += 1
+    go.wait()
+    began = time.monotonic()
+    done = 0
+    turn = 0
+    clock = time.time
+    while True:
+        elapsed = time.monotonic() - began
+        if elapsed >= seconds:
+            break
+        due = int(elapsed * rate) - done
+        for _ in range(due):
+            run = opened[turn]
+            n = counts[turn] = counts[turn] + 1
+            run.log({"loss": 1.0 / n, "acc": 0.5, "lr": 0.001, "t": clock() * 1000.0, "n": float(n)})
+            turn = (turn + 1) % runs
+        if due > 0:
+            done += due
+            with logged.get_lock():
+                logged.value += due
+        time.sleep(0.002)
+    for run in opened:
+        run.finish()
+
+
+class Sampler(threading.Thread):
+    """Turns change notices into (visible time, sent time of the newest visible event, events that became visible)."""
+
+    def __init__(self, settings: Settings, generation: str) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.keys = Keys(settings.namespace, generation)
+        self.client = redis.Redis.from_url(settings.redis)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.pubsub.subscribe(self.keys.channel(f"{ENTITY}/{PROJECT}"))
+        self.stop = threading.Event()
+        self.last: dict[str, tuple[float, float]] = {}  # run_id -> (t, n) last seen
+        self.observations: list[tuple[float, float, float, float]] = []  # visible_ms, t_prev, t_now, events
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            changed: set[str] = set()
+            message = self.pubsub.get_message(timeout=0.05)
+            while message is not None:
+                data = message["data"]
+                changed.add(data.decode() if isinstance(data, bytes) else str(data))
+                message = self.pubsub.get_message(timeout=0.0)
+            if not changed:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            ordered = sorted(changed)
+            for run_id in ordered:
+                pipe.hmget(self.keys.run(f"{ENTITY}/{PROJECT}/{run_id}", "flat"), "t", "n")
+            replies = pipe.execute()
+            visible = time.time() * 1000.0
+            for run_id, (t_raw, n_raw) in zip(ordered, replies, strict=True):
+                if t_raw is None or n_raw is None:
+                    continue
+                t_now, n_now = float(t_raw), float(n_raw)
+                t_prev, n_prev = self.last.get(run_id, (t_now, n_now - 1))
+                if n_now > n_prev:
+                    self.observations.append((visible, t_prev, t_now, n_now - n_prev))
+                    self.last[run_id] = (t_now, n_now)
+        self.pubsub.close()
+        self.client.close()
+
+
+def freshness(observations: list[tuple[float, float, float, float]], since_ms: float) -> list[float]:
+    """Per event: visible - sent, the older events of an observation interpolated between the two send times."""
+    out: list[float] = []
+    for visible, t_prev, t_now, events in observations:
+        k = int(events)
+        for i in range(1, k + 1):
+            sent = t_prev + (t_now - t_prev) * i / k
+            if sent >= since_ms:
+                out.append(visible - sent)
+    return out
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def folded_events(client: redis.Redis, keys: Keys) -> int:
+    value = client.hget(keys.stats, "events")
+    return int(value) if value else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0, help="logging time (60)")
+    parser.add_argument("--trainers", type=int, default=8, help="trainer processes (8)")
+    parser.add_argument("--runs", type=int, default=50, help="open runs per trainer (50)")
+    parser.add_argument("--rate", type=float, default=20_000.0, help="events/s logged by all trainers together (20000)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out of the freshness percentiles (3)")
+    parser.add_argument("--series", type=Path, default=REPO / "test-artifacts" / "load-series.json", help="time series JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the topic and Redis keys afterwards")
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings.from_env(topic=f"bench-load-{tag}", namespace=f"load{tag}")
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis)
+    consumer_log = REPO / "test-artifacts" / f"load-consumer-{tag}.log"
+    consumer_log.parent.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
+               "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace]
+    with consumer_log.open("wb") as sink:
+        consumer = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while client.get(f"{settings.namespace}:active") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        active = client.get(f"{settings.namespace}:active")
+        generation = active.decode() if isinstance(active, bytes) else "g1"
+        keys = Keys(settings.namespace, generation)
+        sampler = Sampler(settings, generation)
+        sampler.start()
+
+        context = multiprocessing.get_context("spawn")
+        logged: Synchronized[int] = context.Value("q", 0)
+        ready: Synchronized[int] = context.Value("i", 0)
+        go = context.Event()
+        per_trainer = args.rate / args.trainers
+        print(f"{args.trainers} trainers x {args.runs} runs: opening the runs ...", file=sys.stderr, flush=True)
+        trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged))
+                    for i in range(args.trainers)]
+        for p in trainers:
+            p.start()
+        while ready.value < args.trainers:
+            if not all(p.is_alive() for p in trainers):
+                raise SystemExit("a trainer failed while opening its runs")
+            time.sleep(0.1)
+        time.sleep(2.0)  # the consumer folds the opening events
+        print(f"logging {args.rate:,.0f} events/s for {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
+        go.set()
+        series: list[dict[str, float]] = []
+        began = time.time()
+        opening = args.trainers * args.runs * 2  # RunStarted and the first log() of every run
+        while any(p.is_alive() for p in trainers) or folded_events(client, keys) < logged.value + opening:
+            time.sleep(1.0 - (time.time() - began) % 1.0)
+            now = time.time()
+            sent, folded = logged.value, max(0, folded_events(client, keys) - opening)
+            series.append({"t_s": round(now - began, 3), "logged": sent, "folded": folded, "lag_events": sent - folded,
+                           "consumer_rss_mb": round(rss_mb(consumer.pid), 1)})
+            if now - began > args.seconds + 120:
+                print("the consumer did not catch up within 120 s of the end", file=sys.stderr)
+                break
+        drained_at = time.time()
+        for p in trainers:
+            p.join()
+            if p.exitcode != 0:
+                raise SystemExit(f"a trainer failed with exit code {p.exitcode}")
+        time.sleep(0.5)
+        sampler.stop.set()
+        sampler.join(timeout=5)
+        peak_rss = rss_mb(consumer.pid, "VmHWM")
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(timeout=60)
+        if not args.keep:
+            delete_topics(settings, [settings.topic, settings.dead_letter_topic])
+            for key in client.scan_iter(match=f"{settings.namespace}:*", count=5000):
+                client.unlink(key)
+        client.close()
+
+    total = logged.value
+    ages = sorted(freshness(sampler.observations, (began + args.warmup) * 1000.0))
+    per_second: list[dict[str, Any]] = []
+    for i, point in enumerate(series):
+        before = series[i - 1] if i else {"logged": 0, "folded": 0, "t_s": 0.0}
+        span = point["t_s"] - before["t_s"] or 1.0
+        per_second.append({**point, "logged_per_s": round((point["logged"] - before["logged"]) / span),
+                           "folded_per_s": round((point["folded"] - before["folded"]) / span)})
+    buckets: dict[int, list[float]] = {}
+    for visible, _t_prev, t_now, _events in sampler.observations:
+        buckets.setdefault(int((t_now / 1000.0) - began), []).append(visible - t_now)
+    fresh_series = [{"t_s": s, "newest_p50_ms": round(percentile(sorted(v), 0.5), 1),
+                     "newest_p99_ms": round(percentile(sorted(v), 0.99), 1)} for s, v in sorted(buckets.items()) if s >= 0]
+    events_per_s = total / args.seconds
+    result = {
+        "freshness_p50_ms": round(percentile(ages, 0.50), 1),
+        "freshness_p99_ms": round(percentile(ages, 0.99), 1),
+        "events_per_s": round(events_per_s),
+        "peak_rss_mb": round(peak_rss, 1),
+        "freshness_p90_ms": round(percentile(ages, 0.90), 1),
+        "freshness_max_ms": round(ages[-1], 1) if ages else None,
+        "events": total,
+        "events_measured": len(ages),
+        "max_lag_events": max((p["lag_events"] for p in series), default=0),
+        "drain_s": round(max(0.0, drained_at - began - args.seconds), 1),
+        "trainers": args.trainers,
+        "runs": args.trainers * args.runs,
+        "seconds": args.seconds,
+        "target_rate": args.rate,
+    }
+    args.series.parent.mkdir(parents=True, exist_ok=True)
+    args.series.write_text(json.dumps({"result": result, "per_second": per_second, "freshness": fresh_series}, indent=1))
+
+    rows = [
+        ("trainers x runs", f"{args.trainers} x {args.runs}"),
+        ("logging time (s)", f"{args.seconds:.0f}"),
+        ("events logged", f"{total:,}"),
+        ("events/s logged and folded (sustained)", f"{events_per_s:,.0f}"),
+        ("consumer caught up after the end (s)", f"{result['drain_s']}"),
+        ("max lag (events logged - folded)", f"{result['max_lag_events']:,}"),
+        ("freshness p50 / p90 / p99 / max (ms)", " / ".join(
+            str(result[f"freshness_{q}_ms"]) for q in ("p50", "p90", "p99", "max"))),
+        ("events in the freshness figures", f"{len(ages):,}"),
+        ("consumer peak RSS (MB)", f"{peak_rss:.0f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'measure':<{width}}  value")
+    print(f"{'-' * width}  -----")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
