@@ -8,13 +8,19 @@ Compression: none by default. kafka-python compresses gzip at level 9, which on 
 extra packages. Set ``METRICFOLD_KAFKA_COMPRESSION`` (gzip|lz4|zstd|snappy) to trade CPU for bytes.
 kafka-python also computes CRC-32C of each record batch in pure Python unless the ``crc32c`` package is
 installed (12 ms per MB without it).
+
+One KafkaProducer serves every open run of a process that has the same settings (a sweep may hold 50 runs
+open at once; a producer each would mean 50 I/O threads and 50 sets of broker connections). Each run keeps
+its own producer id and seq; the shared producer is closed when its last run closes its transport.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
+import threading
 from typing import Any
 
 from kafka import KafkaProducer
@@ -28,6 +34,17 @@ from schemas.settings import Settings
 __all__ = ["Delivery", "KafkaTransport"]
 
 _COMPRESSIONS = ("gzip", "lz4", "zstd", "snappy")
+
+
+@dataclasses.dataclass
+class _Shared:
+    producer: KafkaProducer
+    users: int
+
+
+#: (pid, options) -> the process's producer for those options; the pid keeps a forked child off its parent's
+_SHARED: dict[tuple[int, str], _Shared] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class Delivery:
@@ -64,6 +81,7 @@ class KafkaTransport:
         self.limits = limits
         self.connect_timeout_s = connect_timeout_s
         self._producer: KafkaProducer | None = None
+        self._shared_key: tuple[int, str] | None = None
 
     def options(self) -> dict[str, Any]:
         compression = os.environ.get("METRICFOLD_KAFKA_COMPRESSION", "").strip().lower() or None
@@ -90,9 +108,17 @@ class KafkaTransport:
         """Connect to the brokers; raise BrokerUnavailable if none answers in time."""
         if self._producer is not None:
             return
+        options = self.options()
+        key = (os.getpid(), repr(sorted(options.items())))
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+            if shared is not None:
+                shared.users += 1
+                self._producer, self._shared_key = shared.producer, key
+                return
         self._probe()
         try:
-            producer = KafkaProducer(**self.options())
+            producer = KafkaProducer(**options)
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
         except OSError as exc:  # pragma: no cover - DNS and socket errors outside kafka-python's mapping
@@ -102,7 +128,16 @@ class KafkaTransport:
         unregister = getattr(producer, "_unregister_cleanup", None)
         if callable(unregister):
             unregister()
-        self._producer = producer
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+            if shared is None:
+                _SHARED[key] = _Shared(producer, 1)
+            else:  # another run connected meanwhile: use its producer
+                shared.users += 1
+                with contextlib.suppress(KafkaError):
+                    producer.close(timeout=0, null_logger=True)
+                producer = shared.producer
+        self._producer, self._shared_key = producer, key
 
     def _probe(self) -> None:
         """Fail fast (and without kafka-python, which leaks a socket pair when its bootstrap fails) if no
@@ -135,7 +170,18 @@ class KafkaTransport:
             self._producer.flush(timeout=timeout_s)
 
     def close(self, timeout_s: float = 0.0) -> None:
+        """Let go of the shared producer; the last run to let go closes it (waiting up to *timeout_s*)."""
         producer, self._producer = self._producer, None
+        key, self._shared_key = self._shared_key, None
+        if producer is None or key is None:
+            return
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+            if shared is not None and shared.producer is producer:
+                shared.users -= 1
+                if shared.users > 0:
+                    return
+                del _SHARED[key]
         if producer is not None:
             with contextlib.suppress(KafkaError):  # closing is best effort
                 producer.close(timeout=timeout_s, null_logger=True)
