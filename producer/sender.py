@@ -43,7 +43,7 @@ class SpoolWarning(UserWarning):
 class SenderOptions:
     """Batching and queue bounds of the sender (defaults tuned with bench/producer.py)."""
 
-    linger_s: float = 0.005  #: seal a batch this old
+    linger_s: float = 0.1  #: seal a batch this old (a live run sends ~10 records/s, each folded as one block)
     max_batch_events: int = 8192  #: seal a batch with this many events
     target_batch_bytes: int = 1024 * 1024  #: seal a batch at this estimated size
     max_queued_events: int = 200_000  #: back-pressure above this many sealed, unsent events
