@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from consumer.coalesce import merge_log_records
 from consumer.fold import (
     RunState,
     fold_record,
@@ -328,6 +329,7 @@ class Consumer:
             applied = cached.applied.get(partition)
             rejected = 0
             last_offset = None
+            units: list[tuple[list[Record], tuple[str, Any]]] = []
             for record in records:
                 done = applied is not None and record.offset <= applied  # re-read after a crash or a seek back
                 try:
@@ -340,22 +342,24 @@ class Consumer:
                         dead.send(record, f"undecodable: {exc}")
                         undecodable[partition] = undecodable.get(partition, 0) + 1
                     continue
-                if done:
-                    continue
-                last_offset = record.offset
+                if not done:
+                    units.append(([record], decoded))
+            for unit_records, decoded in merge_log_records(units):
+                last_offset = unit_records[-1].offset
                 try:
                     refused = fold_record(cached.state, decoded, limits=self.limits)
                 except MetricfoldError as exc:  # a record the fold could not take at all
                     refused = []
-                    dead.send(record, f"refused: {exc}")
-                    rejected += 1
+                    for record in unit_records:
+                        dead.send(record, f"refused: {exc}")
+                    rejected += len(unit_records)
                 for r in refused:
                     extra = {"item.index": str(r.index)}
                     if r.producer_id is not None:
                         extra["producer.id"] = r.producer_id
                     if r.seq is not None:
                         extra["seq"] = str(r.seq)
-                    dead.send(record, r.reason, extra)
+                    dead.send(_source_of(unit_records, r.seq), r.reason, extra)
                 rejected += len(refused)
             if last_offset is None:
                 continue
@@ -381,6 +385,19 @@ class Consumer:
             self.report.events_applied += write.events
             self.report.dead_letters += rejected
         return writes, pending
+
+
+def _source_of(records: list[Record], seq: int | None) -> Record:
+    """The record (of several merged ones) that carried the event with this seq: the one with the highest
+    first seq at or below it (each merged record is one LogBlock with consecutive seqs)."""
+    if len(records) == 1 or seq is None:
+        return records[0]
+    best = records[0]
+    for record in records:
+        block = codec.decode(record.value or b"")[1]["items"][0][1]
+        if block["first_seq"] <= seq:
+            best = record
+    return best
 
 
 def _key_path(key: bytes | None) -> str | None:
