@@ -62,14 +62,14 @@ class LogBlockBuilder:
 class PendingBatch:
     """Events not yet handed to the sender: complete items plus the open LogBlock, with size estimates."""
 
-    __slots__ = ("block", "born", "events", "items", "nbytes", "seq_end")
+    __slots__ = ("block", "due", "events", "items", "nbytes", "seq_end")
 
-    def __init__(self, born: float) -> None:
+    def __init__(self) -> None:
         self.items: list[tuple[str, dict[str, Any]]] = []
         self.block: LogBlockBuilder | None = None
         self.nbytes = BATCH_OVERHEAD_BYTES  #: upper estimate of the encoded Batch
         self.events = 0
-        self.born = born  #: time.monotonic() when it was opened
+        self.due = 0.0  #: time.monotonic() when the sender seals it (set with its first event)
         self.seq_end = 0  #: seq after its last event
 
     def open_block(self, first_seq: int) -> LogBlockBuilder:

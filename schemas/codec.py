@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,9 @@ _BATCH_FIELDS = ("entity", "project", "run_id", "producer_id")
 
 def _long(value: int) -> bytes:
     """Avro's zig-zag varint of one long."""
+    small = _ONE_BYTE.get(value)
+    if small is not None:
+        return small
     z = (value << 1) ^ (value >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -272,16 +276,26 @@ def _long(value: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = {v: bytes([(v << 1) ^ (v >> 63)]) for v in range(-64, 64)}  # lengths, counts, indexes
+
+
 def _string(value: str) -> bytes:
     data = value.encode()
     return _long(len(data)) + data
 
 
+_SMALL = 32  # below this many values, numpy's per-call overhead costs more than a Python loop
+
+
 def _long_array(values: list[int]) -> bytes:
-    """An Avro array of long/int as one block: count, zig-zag varints (vectorised), 0."""
+    """An Avro array of long/int as one block: count, zig-zag varints (vectorised when long), 0."""
     n = len(values)
     if n == 0:
         return b"\x00"
+    if n < _SMALL:
+        if min(values) >= 0 and max(values) < 64:  # indexes and counts: one byte each, zig-zag = doubled
+            return _long(n) + bytes([v << 1 for v in values]) + b"\x00"
+        return b"".join([_long(n), *map(_long, values), b"\x00"])
     a = np.fromiter(values, dtype=np.int64, count=n)
     z = ((a << 1) ^ (a >> 63)).view(np.uint64)
     top = int(z.max())
@@ -357,12 +371,17 @@ class _BatchWriter:
         out.append(_long_array(block["path_idx"]))
         values: list[float] = block["values"]
         if values:
-            out.append(_long(len(values)))
-            out.append(np.fromiter(values, dtype="<f8", count=len(values)).tobytes())
+            n = len(values)
+            out.append(_long(n))
+            out.append(struct.pack(f"<{n}d", *values) if n < _SMALL else np.fromiter(values, dtype="<f8", count=n).tobytes())
         out.append(b"\x00")
-        buffer = io.BytesIO()
-        schemaless_writer(buffer, self.extras, block.get("extras", []))
-        out.append(buffer.getvalue())
+        extras = block.get("extras")
+        if extras:
+            buffer = io.BytesIO()
+            schemaless_writer(buffer, self.extras, extras)
+            out.append(buffer.getvalue())
+        else:
+            out.append(b"\x00")  # an empty array
         return b"".join(out)
 
 
