@@ -1,6 +1,6 @@
 """Load: trainer processes logging at a steady rate while the consumer folds live; freshness, throughput, lag, memory.
 
-    python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--series FILE]
+    python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--linger S] [--series FILE]
 
 --trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
 paced so that together they log --rate events/s for --seconds. `metricfold consume` runs in its own process.
@@ -12,7 +12,8 @@ visible: the events of the run with index in (n_before, n_now] became visible th
 event = visible - sent. Events sent in the first --warmup seconds are left out of the percentiles.
 
 Also sampled once a second: events logged and events folded (Redis stats), so throughput and lag (logged -
-folded, in events) over time, and the consumer's RSS; peak RSS is the consumer's VmHWM.
+folded, in events) over time, the consumer's RSS, and CPU in cores (consumer, trainers together, whole machine);
+peak RSS is the consumer's VmHWM.
 
 Prints a table, then one JSON line: freshness_p50_ms, freshness_p99_ms, events_per_s, peak_rss_mb (and more).
 The time series goes to --series (default test-artifacts/load-series.json) for bench/report.py's plot.
@@ -22,6 +23,7 @@ Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import multiprocessing
@@ -49,10 +51,12 @@ ENTITY, PROJECT = "load", "bench"
 
 
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
-            go: Any, logged: Synchronized[int]) -> None:
+            go: Any, logged: Synchronized[int], linger_s: float | None = None) -> None:
     """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*."""
     mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
-    options = mf.SenderOptions(connect_timeout_s=120.0)  # 400 producers bootstrap at once on a small machine
+    options = mf.SenderOptions(connect_timeout_s=120.0)  # 400 runs bootstrap at once on a small machine
+    if linger_s is not None:
+        options = dataclasses.replace(options, linger_s=linger_s)
     opened = [mf.init(entity=ENTITY, project=PROJECT, run_id=f"t{index}r{j}", settings=settings, sender_options=options)
               for j in range(runs)]
     for run in opened:  # connected: one record each reached Kafka
@@ -79,7 +83,7 @@ def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: flo
             done += due
             with logged.get_lock():
                 logged.value += due
-        time.sleep(0.002)
+        time.sleep(0.005)
     for run in opened:
         run.finish()
 
@@ -152,6 +156,21 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy so far (not idle, not iowait), from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def folded_events(client: redis.Redis, keys: Keys) -> int:
     value = client.hget(keys.stats, "events")
     return int(value) if value else 0
@@ -163,6 +182,7 @@ def main() -> int:
     parser.add_argument("--trainers", type=int, default=8, help="trainer processes (8)")
     parser.add_argument("--runs", type=int, default=50, help="open runs per trainer (50)")
     parser.add_argument("--rate", type=float, default=20_000.0, help="events/s logged by all trainers together (20000)")
+    parser.add_argument("--linger", type=float, help="the SDK's batch ticks in seconds (default: SenderOptions.linger_s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out of the freshness percentiles (3)")
     parser.add_argument("--series", type=Path, default=REPO / "test-artifacts" / "load-series.json", help="time series JSON")
     parser.add_argument("--keep", action="store_true", help="keep the topic and Redis keys afterwards")
@@ -194,7 +214,8 @@ def main() -> int:
         go = context.Event()
         per_trainer = args.rate / args.trainers
         print(f"{args.trainers} trainers x {args.runs} runs: opening the runs ...", file=sys.stderr, flush=True)
-        trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged))
+        trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged,
+                                                               args.linger))
                     for i in range(args.trainers)]
         for p in trainers:
             p.start()
@@ -207,13 +228,21 @@ def main() -> int:
         go.set()
         series: list[dict[str, float]] = []
         began = time.time()
+        trainer_pids = [p.pid for p in trainers if p.pid is not None]
+        cpu_last = (cpu_seconds(consumer.pid), sum(cpu_seconds(pid) for pid in trainer_pids), machine_busy_seconds(), began)
         opening = args.trainers * args.runs * 2  # RunStarted and the first log() of every run
         while any(p.is_alive() for p in trainers) or folded_events(client, keys) < logged.value + opening:
             time.sleep(1.0 - (time.time() - began) % 1.0)
             now = time.time()
             sent, folded = logged.value, max(0, folded_events(client, keys) - opening)
+            cpu_now = (cpu_seconds(consumer.pid), sum(cpu_seconds(pid) for pid in trainer_pids), machine_busy_seconds(), now)
+            span = (cpu_now[3] - cpu_last[3]) or 1.0
             series.append({"t_s": round(now - began, 3), "logged": sent, "folded": folded, "lag_events": sent - folded,
-                           "consumer_rss_mb": round(rss_mb(consumer.pid), 1)})
+                           "consumer_rss_mb": round(rss_mb(consumer.pid), 1),
+                           "consumer_cpu": round((cpu_now[0] - cpu_last[0]) / span, 2),
+                           "trainers_cpu": round(max(0.0, cpu_now[1] - cpu_last[1]) / span, 2),
+                           "machine_cpu": round((cpu_now[2] - cpu_last[2]) / span, 2)})
+            cpu_last = cpu_now
             if now - began > args.seconds + 120:
                 print("the consumer did not catch up within 120 s of the end", file=sys.stderr)
                 break
@@ -249,6 +278,11 @@ def main() -> int:
     fresh_series = [{"t_s": s, "newest_p50_ms": round(percentile(sorted(v), 0.5), 1),
                      "newest_p99_ms": round(percentile(sorted(v), 0.99), 1)} for s, v in sorted(buckets.items()) if s >= 0]
     events_per_s = total / args.seconds
+    logging = [p for p in series if p["t_s"] <= args.seconds] or series
+
+    def mean_of(field: str) -> float:
+        return round(sum(p[field] for p in logging) / len(logging), 2) if logging else 0.0
+
     result = {
         "freshness_p50_ms": round(percentile(ages, 0.50), 1),
         "freshness_p99_ms": round(percentile(ages, 0.99), 1),
@@ -260,6 +294,10 @@ def main() -> int:
         "events_measured": len(ages),
         "max_lag_events": max((p["lag_events"] for p in series), default=0),
         "drain_s": round(max(0.0, drained_at - began - args.seconds), 1),
+        "consumer_cpu": mean_of("consumer_cpu"),
+        "trainers_cpu": mean_of("trainers_cpu"),
+        "machine_cpu": mean_of("machine_cpu"),
+        "cores": os.cpu_count(),
         "trainers": args.trainers,
         "runs": args.trainers * args.runs,
         "seconds": args.seconds,
@@ -279,6 +317,8 @@ def main() -> int:
             str(result[f"freshness_{q}_ms"]) for q in ("p50", "p90", "p99", "max"))),
         ("events in the freshness figures", f"{len(ages):,}"),
         ("consumer peak RSS (MB)", f"{peak_rss:.0f}"),
+        ("CPU while logging, cores: consumer / trainers / whole machine",
+         f"{result['consumer_cpu']} / {result['trainers_cpu']} / {result['machine_cpu']} of {os.cpu_count()}"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"{'measure':<{width}}  value")
