@@ -26,11 +26,12 @@ def _single_block(decoded: Decoded) -> dict[str, Any] | None:
     if item_name != "metricfold.LogBlock":
         return None
     events, paths = len(block["steps"]), len(block["paths"])
-    if not (events == len(block["ts_ms"]) == len(block["counts"])) or any(c < 0 for c in block["counts"]):
+    counts, path_idx = block["counts"], block["path_idx"]
+    if not (events == len(block["ts_ms"]) == len(counts)) or (counts and min(counts) < 0):
         return None
-    if not (sum(block["counts"]) == len(block["path_idx"]) == len(block["values"])):
+    if not (sum(counts) == len(path_idx) == len(block["values"])):
         return None
-    if any(not 0 <= i < paths for i in block["path_idx"]):
+    if path_idx and (min(path_idx) < 0 or max(path_idx) >= paths):
         return None
     last = -1
     for extra in block["extras"]:
@@ -54,7 +55,10 @@ def _append(into: dict[str, Any], block: dict[str, Any]) -> None:
     into["steps"].extend(block["steps"])
     into["ts_ms"].extend(block["ts_ms"])
     into["counts"].extend(block["counts"])
-    into["path_idx"].extend(remap[i] for i in block["path_idx"])
+    if remap == list(range(len(remap))):  # the usual case: the same keys in the same order
+        into["path_idx"].extend(block["path_idx"])
+    else:
+        into["path_idx"].extend([remap[i] for i in block["path_idx"]])
     into["values"].extend(block["values"])
     into["extras"].extend(
         {"event": e["event"] + shift, "path": remap[e["path"]], "value": e["value"]} for e in block.get("extras", ())
@@ -63,6 +67,8 @@ def _append(into: dict[str, Any], block: dict[str, Any]) -> None:
 
 def merge_log_records(units: list[tuple[list[Any], Decoded]]) -> list[tuple[list[Any], Decoded]]:
     """[(records, decoded)] in order -> the same, with mergeable neighbours joined (their records listed together)."""
+    if len(units) < 2:  # a live run's poll usually holds one record
+        return units
     merged: list[tuple[list[Any], Decoded]] = []
     open_block: dict[str, Any] | None = None
     open_producer: str | None = None

@@ -144,6 +144,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner._assigned([tp.partition for tp in assigned if tp.topic == self.owner.topic])
 
 
+class ConsumerStalled(BrokerUnavailable):
+    """The group membership did not settle in time: the client must be closed and made anew."""
+
+
+#: kafka-python 3.0.12 can stop midway through a rebalance (joined, then never handles the SyncGroup reply),
+#: spinning without error and never fetching again (seen under load and in chaos runs). A member that has
+#: not been stable for this long (the session timeout is 20 s) gives up its client and starts over.
+UNSETTLED_LIMIT_S = 45.0
+
+
 class GroupConsumer:
     """A consumer-group member on the event topic that never auto-commits and seeks where it is told.
 
@@ -165,6 +175,7 @@ class GroupConsumer:
     ) -> None:
         self.topic = settings.topic
         self.group = group
+        self._unsettled_since: float | None = None
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         del max_record_bytes  # a record larger than the fetch sizes is still returned whole (KIP-74)
@@ -227,10 +238,31 @@ class GroupConsumer:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise BrokerUnavailable(f"polling {self.topic!r} failed: {exc}") from exc
+        if self.group and not polled:
+            self._check_settled()
         records: list[Record] = []
         for tp, batch in sorted(polled.items(), key=lambda item: item[0].partition):
             records.extend(Record(tp.partition, r.offset, r.key, r.value) for r in batch)
         return records
+
+    def _check_settled(self) -> None:
+        """Raise ConsumerStalled when the group membership has not been stable for UNSETTLED_LIMIT_S."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        stable = getattr(coordinator, "stable", None)
+        if not callable(stable):  # another kafka-python: nothing to watch
+            return
+        if stable() and not getattr(coordinator, "rejoin_needed", False):
+            self._unsettled_since = None
+            return
+        now = time.monotonic()
+        if self._unsettled_since is None:
+            self._unsettled_since = now
+        elif now - self._unsettled_since > UNSETTLED_LIMIT_S:
+            self._unsettled_since = None
+            raise ConsumerStalled(
+                f"the consumer group membership has not settled for {UNSETTLED_LIMIT_S:.0f} s (a stalled rebalance); "
+                "starting over with a new Kafka client"
+            )
 
     def seek(self, offsets: dict[int, int]) -> None:
         """Read each partition again from the given next offset (after a Redis failure, from its checkpoint)."""

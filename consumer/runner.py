@@ -12,6 +12,7 @@ Kafka's committed offsets are only informational.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from consumer.fold import (
     state_to_bytes,
     take_changes,
 )
-from consumer.kafka_io import DeadLetterProducer, GroupConsumer, Record
+from consumer.kafka_io import ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
 from consumer.store import CONFLICT, MOVED, RunWrite, Store
 from schemas import codec
 from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError
@@ -204,6 +205,8 @@ class Consumer:
                 backoff = min(backoff * 2, 10.0)
             except BrokerUnavailable as exc:
                 log.warning("Kafka is unavailable (%s); resuming from the Redis checkpoint in %.1f s", exc, backoff)
+                if isinstance(exc, ConsumerStalled):
+                    self._drop_kafka()
                 self._reset(backoff)
                 backoff = min(backoff * 2, 10.0)
         self.report.seconds = time.monotonic() - started
@@ -334,8 +337,8 @@ class Consumer:
                 done = applied is not None and record.offset <= applied  # re-read after a crash or a seek back
                 try:
                     decoded = codec.decode(record.value or b"")
-                    inside = run_path_of(decoded)
-                    if inside != path:
+                    if _joined_path(decoded) != path:  # equal to the checked key path: valid, no need to check again
+                        inside = run_path_of(decoded)
                         raise ValidationError(f"the record key {path!r} is not the run path of its events ({inside!r})")
                 except (CodecError, ValidationError) as exc:
                     if undecodable is not None:  # counted with the checkpoint, so exactly once even on re-reads
@@ -400,6 +403,14 @@ def _source_of(records: list[Record], seq: int | None) -> Record:
     return best
 
 
+def _joined_path(decoded: tuple[str, Any]) -> str | None:
+    """entity/project/run_id of a decoded record, unchecked (None if a part is missing or not a str)."""
+    datum = decoded[1]
+    parts = (datum.get("entity"), datum.get("project"), datum.get("run_id"))
+    return "/".join(parts) if all(type(part) is str for part in parts) else None
+
+
+@functools.lru_cache(maxsize=65536)
 def _key_path(key: bytes | None) -> str | None:
     """The run path a record key names, if it is a valid one (the SDK keys every record by its run path)."""
     if not key:

@@ -142,3 +142,53 @@ def test_a_record_whose_key_is_not_its_run_path_is_a_dead_letter(settings: Setti
     assert all(b"run path" in dict(r.headers)["reason"] for r in dead)
     with Store(settings) as store:
         assert int(store.read_run("team/vision/r1")["meta"]["events"]) == 1
+
+
+def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kafka-python can stop midway through a rebalance and spin without fetching (seen under load). The
+    watchdog gives up the client after UNSETTLED_LIMIT_S; the new client folds the rest exactly once."""
+    import consumer.kafka_io as kafka_io
+    from consumer.runner import Consumer
+
+    from support import produce_stream
+
+    produce_stream(settings, runs=2, events_per_run=300, seed=7)
+    monkeypatch.setattr(kafka_io, "UNSETTLED_LIMIT_S", 1.0)
+    clients: list[kafka_io.GroupConsumer] = []
+    real_init = kafka_io.GroupConsumer.__init__
+
+    def tracked_init(self: kafka_io.GroupConsumer, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        clients.append(self)
+        if len(clients) == 1:  # after two polls the first client stalls: unsettled, and nothing fetched
+            kafka, polls = self._consumer, [0]
+            real_poll = kafka.poll
+
+            def stalling_poll(*args: object, **kwargs: object) -> object:
+                polls[0] += 1
+                if polls[0] <= 2:
+                    return real_poll(*args, **kwargs)
+                monkeypatch.setattr(kafka._coordinator, "stable", lambda: False)
+                time.sleep(0.05)
+                return {}
+
+            monkeypatch.setattr(kafka, "poll", stalling_poll)
+
+    monkeypatch.setattr(kafka_io.GroupConsumer, "__init__", tracked_init)
+    consumer = Consumer(settings, poll_records=1)
+    try:
+        with caplog.at_level("WARNING", logger="consumer.runner"):
+            report = consumer.run(until_caught_up=True)
+    finally:
+        consumer.close()
+
+    assert len(clients) >= 2, "the stalled client was not replaced"
+    assert any("has not settled" in r.getMessage() for r in caplog.records)
+    with Store(settings) as store:
+        digest, stats = digest_generation(store), store.stats()
+    expected_digest, expected_stats = clean_fold_digest(settings)
+    assert stats["events"] == stream_events(2, 300)
+    assert (digest, stats) == (expected_digest, expected_stats)
+    assert report.events_applied >= stream_events(2, 300)
