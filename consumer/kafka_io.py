@@ -144,6 +144,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner._assigned([tp.partition for tp in assigned if tp.topic == self.owner.topic])
 
 
+def _log_commit_failure(offsets: object, response: object) -> None:
+    if isinstance(response, BaseException):
+        log.warning("Kafka offset commit failed (%s); the Redis checkpoint still guards against doubles", response)
+
+
 class ConsumerStalled(BrokerUnavailable):
     """The group membership did not settle in time: the client must be closed and made anew."""
 
@@ -176,6 +181,7 @@ class GroupConsumer:
         self.topic = settings.topic
         self.group = group
         self._unsettled_since: float | None = None
+        self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         del max_record_bytes  # a record larger than the fetch sizes is still returned whole (KIP-74)
@@ -228,6 +234,8 @@ class GroupConsumer:
 
     def _revoked(self, partitions: list[int]) -> None:
         log.info("partitions %s revoked", partitions)
+        for partition in partitions:  # never commit (at close) for a partition another member may own now
+            self._last_commit.pop(self._tp(partition), None)
         self._on_revoked(partitions)
 
     def assignment(self) -> list[int]:
@@ -275,11 +283,14 @@ class GroupConsumer:
             self._consumer.seek_to_beginning(*rest)
 
     def commit(self, next_offsets: dict[int, int]) -> bool:
-        """Commit to the group (informational: Redis holds the real checkpoint). False when the commit failed."""
+        """Commit to the group (informational: Redis holds the real checkpoint). Asynchronous, so a busy broker
+        does not hold up the loop; a failure is logged when its reply comes. False when it could not be sent."""
         if not next_offsets or not self.group:
             return True
+        offsets = {self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
+        self._last_commit.update(offsets)
         try:
-            self._consumer.commit({self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()})
+            self._consumer.commit_async(offsets, callback=_log_commit_failure)
             return True
         except (KafkaError, OSError) as exc:
             log.warning("Kafka offset commit failed (%s); the Redis checkpoint still guards against doubles", exc)
@@ -315,6 +326,12 @@ class GroupConsumer:
             raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
 
     def close(self) -> None:
+        """Commit the last offsets synchronously (best effort), then leave the group."""
+        if self.group and self._last_commit:
+            try:
+                self._consumer.commit(dict(self._last_commit))
+            except (KafkaError, OSError) as exc:
+                log.info("the last offset commit failed (%s); Redis holds the checkpoint", exc)
         self._consumer.close(autocommit=False)
 
 
