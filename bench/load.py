@@ -1,6 +1,7 @@
 """Load: trainer processes logging at a steady rate while the consumer folds live; freshness, throughput, lag, memory.
 
-    python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--linger S] [--series FILE]
+    python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--linger S] [--consumers N]
+                         [--trainer-nice N] [--series FILE]
 
 --trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
 paced so that together they log --rate events/s for --seconds. `metricfold consume` runs in its own process.
@@ -13,7 +14,7 @@ event = visible - sent. Events sent in the first --warmup seconds are left out o
 
 Also sampled once a second: events logged and events folded (Redis stats), so throughput and lag (logged -
 folded, in events) over time, the consumer's RSS, and CPU in cores (consumer, trainers together, whole machine);
-peak RSS is the consumer's VmHWM.
+peak RSS is the consumer's VmHWM (the largest, with --consumers N > 1: the members of one group).
 
 Prints a table, then one JSON line: freshness_p50_ms, freshness_p99_ms, events_per_s, peak_rss_mb (and more).
 The time series goes to --series (default test-artifacts/load-series.json) for bench/report.py's plot.
@@ -51,8 +52,10 @@ ENTITY, PROJECT = "load", "bench"
 
 
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
-            go: Any, logged: Synchronized[int], linger_s: float | None = None) -> None:
+            go: Any, logged: Synchronized[int], linger_s: float | None = None, nice: int = 0) -> None:
     """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*."""
+    if nice:
+        os.nice(nice)
     mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
     options = mf.SenderOptions(connect_timeout_s=120.0)  # 400 runs bootstrap at once on a small machine
     if linger_s is not None:
@@ -183,6 +186,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="open runs per trainer (50)")
     parser.add_argument("--rate", type=float, default=20_000.0, help="events/s logged by all trainers together (20000)")
     parser.add_argument("--linger", type=float, help="the SDK's batch ticks in seconds (default: SenderOptions.linger_s)")
+    parser.add_argument("--consumers", type=int, default=1, help="consumer processes in the group (1)")
+    parser.add_argument("--trainer-nice", type=int, default=0, help="run the trainers at this nice level (0)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out of the freshness percentiles (3)")
     parser.add_argument("--series", type=Path, default=REPO / "test-artifacts" / "load-series.json", help="time series JSON")
     parser.add_argument("--keep", action="store_true", help="keep the topic and Redis keys afterwards")
@@ -193,11 +198,12 @@ def main() -> int:
     ensure_topics(settings)
     client = redis.Redis.from_url(settings.redis)
     consumer_log = REPO / "test-artifacts" / f"load-consumer-{tag}.log"
-    consumer_log.parent.mkdir(exist_ok=True)
+    consumer_log.parent.mkdir(exist_ok=True)  # every consumer of the group logs here
     command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
                "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace]
     with consumer_log.open("wb") as sink:
-        consumer = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+        consumers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+                     for _ in range(args.consumers)]
     try:
         deadline = time.monotonic() + 60
         while client.get(f"{settings.namespace}:active") is None and time.monotonic() < deadline:
@@ -215,7 +221,7 @@ def main() -> int:
         per_trainer = args.rate / args.trainers
         print(f"{args.trainers} trainers x {args.runs} runs: opening the runs ...", file=sys.stderr, flush=True)
         trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged,
-                                                               args.linger))
+                                                               args.linger, args.trainer_nice))
                     for i in range(args.trainers)]
         for p in trainers:
             p.start()
@@ -229,16 +235,17 @@ def main() -> int:
         series: list[dict[str, float]] = []
         began = time.time()
         trainer_pids = [p.pid for p in trainers if p.pid is not None]
-        cpu_last = (cpu_seconds(consumer.pid), sum(cpu_seconds(pid) for pid in trainer_pids), machine_busy_seconds(), began)
+        consumer_pids = [c.pid for c in consumers]
+        cpu_last = (sum(map(cpu_seconds, consumer_pids)), sum(map(cpu_seconds, trainer_pids)), machine_busy_seconds(), began)
         opening = args.trainers * args.runs * 2  # RunStarted and the first log() of every run
         while any(p.is_alive() for p in trainers) or folded_events(client, keys) < logged.value + opening:
             time.sleep(1.0 - (time.time() - began) % 1.0)
             now = time.time()
             sent, folded = logged.value, max(0, folded_events(client, keys) - opening)
-            cpu_now = (cpu_seconds(consumer.pid), sum(cpu_seconds(pid) for pid in trainer_pids), machine_busy_seconds(), now)
+            cpu_now = (sum(map(cpu_seconds, consumer_pids)), sum(map(cpu_seconds, trainer_pids)), machine_busy_seconds(), now)
             span = (cpu_now[3] - cpu_last[3]) or 1.0
             series.append({"t_s": round(now - began, 3), "logged": sent, "folded": folded, "lag_events": sent - folded,
-                           "consumer_rss_mb": round(rss_mb(consumer.pid), 1),
+                           "consumer_rss_mb": round(sum(rss_mb(pid) for pid in consumer_pids), 1),
                            "consumer_cpu": round((cpu_now[0] - cpu_last[0]) / span, 2),
                            "trainers_cpu": round(max(0.0, cpu_now[1] - cpu_last[1]) / span, 2),
                            "machine_cpu": round((cpu_now[2] - cpu_last[2]) / span, 2)})
@@ -254,10 +261,12 @@ def main() -> int:
         time.sleep(0.5)
         sampler.stop.set()
         sampler.join(timeout=5)
-        peak_rss = rss_mb(consumer.pid, "VmHWM")
+        peak_rss = max(rss_mb(pid, "VmHWM") for pid in consumer_pids)
     finally:
-        consumer.send_signal(signal.SIGTERM)
-        consumer.wait(timeout=60)
+        for consumer in consumers:
+            consumer.send_signal(signal.SIGTERM)
+        for consumer in consumers:
+            consumer.wait(timeout=60)
         if not args.keep:
             delete_topics(settings, [settings.topic, settings.dead_letter_topic])
             for key in client.scan_iter(match=f"{settings.namespace}:*", count=5000):
@@ -299,6 +308,9 @@ def main() -> int:
         "machine_cpu": mean_of("machine_cpu"),
         "cores": os.cpu_count(),
         "trainers": args.trainers,
+        "consumers": args.consumers,
+        "trainer_nice": args.trainer_nice,
+        "linger_s": args.linger,
         "runs": args.trainers * args.runs,
         "seconds": args.seconds,
         "target_rate": args.rate,
@@ -307,7 +319,7 @@ def main() -> int:
     args.series.write_text(json.dumps({"result": result, "per_second": per_second, "freshness": fresh_series}, indent=1))
 
     rows = [
-        ("trainers x runs", f"{args.trainers} x {args.runs}"),
+        ("trainers x runs, consumers", f"{args.trainers} x {args.runs}, {args.consumers}"),
         ("logging time (s)", f"{args.seconds:.0f}"),
         ("events logged", f"{total:,}"),
         ("events/s logged and folded (sustained)", f"{events_per_s:,.0f}"),
@@ -316,7 +328,7 @@ def main() -> int:
         ("freshness p50 / p90 / p99 / max (ms)", " / ".join(
             str(result[f"freshness_{q}_ms"]) for q in ("p50", "p90", "p99", "max"))),
         ("events in the freshness figures", f"{len(ages):,}"),
-        ("consumer peak RSS (MB)", f"{peak_rss:.0f}"),
+        ("consumer peak RSS (MB, the largest of the group)", f"{peak_rss:.0f}"),
         ("CPU while logging, cores: consumer / trainers / whole machine",
          f"{result['consumer_cpu']} / {result['trainers_cpu']} / {result['machine_cpu']} of {os.cpu_count()}"),
     ]
