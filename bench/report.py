@@ -1,11 +1,12 @@
 """`make report`: run the benchmarks and the chaos suite, write docs/REPORT.md and docs/report-load.png.
 
-    python bench/report.py [--chaos short|full|none] [--load-seconds 60] [--consumer-events 300000]
+    python bench/report.py [--chaos short|full|none] [--load-seconds 60] [--load-nice 10] [--consumer-events 300000]
                            [--replay-events 500000] [--skip NAME ...]
 
 Runs, one after the other, each in its own process against the local stack (`make up`; the connection settings
 come from `deploy/local/stack.sh env` unless METRICFOLD_KAFKA / METRICFOLD_REDIS are set): bench/producer.py,
-bench/consumer.py --events N, bench/replay.py --events N, bench/load.py --seconds S, bench/serve.py (when it
+bench/consumer.py --events N, bench/replay.py --events N, bench/load.py --seconds S (and again with the trainers
+at --load-nice, so the consumer gets the CPU first, as on a cluster where trainers run elsewhere), bench/serve.py (when it
 exists), then the chaos suite (`pytest tests/chaos`, short, or full with --chaos full or METRICFOLD_CHAOS=full,
 on its own private stack) with a JUnit XML and each scenario's lost / doubled counts. Every benchmark prints a
 table and a last JSON line; the report keeps both. Progress goes to stderr. The plot shows bench/load.py's
@@ -49,7 +50,7 @@ def stack_env() -> dict[str, str]:
 
 
 def run_bench(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    script = REPO / "bench" / f"{name}.py"
+    script = REPO / "bench" / f"{name.split(':')[0]}.py"  # "load:nice" runs bench/load.py
     say(f"bench/{name}.py {' '.join(args)} ...")
     started = time.monotonic()
     out = subprocess.run([PYTHON, str(script), *args], cwd=REPO, env=env, capture_output=True, text=True)
@@ -198,10 +199,15 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
         "producer": "SDK: log() throughput and enqueue latency (`bench/producer.py`)",
         "consumer": f"Consumer throughput vs a naive consumer (`bench/consumer.py --events {options.consumer_events}`)",
         "replay": f"Replay (`bench/replay.py --events {options.replay_events}`)",
+        "load:nice": f"Load again, the trainers at nice {options.load_nice} (they stand in for GPU hosts; the "
+                     f"consumer gets the CPU first) (`bench/load.py --seconds {options.load_seconds:.0f} --runs "
+                     f"{options.load_runs} --trainer-nice {options.load_nice}`)",
         "serve": "Web page latency (`bench/serve.py --runs 1000 --requests 100 --browser 0`)",
     }
-    for name in ("load", "producer", "consumer", "replay", "serve"):
+    for name in ("load", "load:nice", "producer", "consumer", "replay", "serve"):
         run = by.get(name)
+        if name == "load:nice" and run is None:
+            continue
         out += [f"## {titles[name]}", ""]
         if run is None:
             out += ["Not run (bench/serve.py is not in this checkout)." if name == "serve" else "Not run (--skip).", ""]
@@ -253,6 +259,8 @@ def main() -> int:
                         help="chaos suite form (short; full with METRICFOLD_CHAOS=full)")
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument("--load-runs", type=int, default=50, help="open runs per trainer process in bench/load.py (50)")
+    parser.add_argument("--load-nice", type=int, default=10,
+                        help="also run bench/load.py with the trainers at this nice level (10; 0: do not)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the report's notes (repeatable)")
     parser.add_argument("--consumer-events", type=int, default=300_000)
     parser.add_argument("--replay-events", type=int, default=500_000)
@@ -263,12 +271,16 @@ def main() -> int:
     env = stack_env()
     ARTIFACTS.mkdir(exist_ok=True)
     series = ARTIFACTS / "load-series.json"
+    load_args = ["--seconds", str(options.load_seconds), "--runs", str(options.load_runs)]
     plan: list[tuple[str, list[str]]] = [
-        ("load", ["--seconds", str(options.load_seconds), "--runs", str(options.load_runs), "--series", str(series)]),
+        ("load", [*load_args, "--series", str(series)]),
         ("producer", []),
         ("consumer", ["--events", str(options.consumer_events)]),
         ("replay", ["--events", str(options.replay_events)]),
     ]
+    if options.load_nice:
+        plan.insert(1, ("load:nice", [*load_args, "--trainer-nice", str(options.load_nice),
+                                      "--series", str(ARTIFACTS / "load-series-nice.json")]))
     if (REPO / "bench" / "serve.py").exists():
         plan.append(("serve", ["--runs", "1000", "--requests", "100", "--browser", "0"]))
     runs = [run_bench(name, args, env) for name, args in plan if name not in options.skip]
