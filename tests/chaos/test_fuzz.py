@@ -40,7 +40,7 @@ from support import consume_all, read_full_records
 
 pytestmark = pytest.mark.integration
 
-BASE_EVENTS, MUTATIONS = (5_500, 16) if FULL else (700, 6)
+BASE_EVENTS, MUTATIONS = (6_000, 16) if FULL else (700, 6)  # full: ~108,000 records
 GOOD_RUNS, GOOD_LOGS = (12, 400) if FULL else (4, 100)
 FUZZ_RUNS = [f"f{i}" for i in range(8)]
 OPTIONS = ["min", "max", "mean", "first", "last", "best", "none", "median", ""]
