@@ -156,7 +156,7 @@ class ConsumerStalled(BrokerUnavailable):
 #: kafka-python 3.0.12 can stop midway through a rebalance (joined, then never handles the SyncGroup reply),
 #: spinning without error and never fetching again (seen under load and in chaos runs). A member that has
 #: not been stable for this long (the session timeout is 20 s) gives up its client and starts over.
-UNSETTLED_LIMIT_S = 45.0
+UNSETTLED_LIMIT_S = 30.0
 
 
 class GroupConsumer:

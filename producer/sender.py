@@ -7,11 +7,11 @@ most ``linger_s`` after it). The ready queue is bounded (``max_queued_events`` /
 when it is full the caller waits for room (back-pressure), nothing is dropped.
 
 One dispatcher thread per process seals and delivers the batches of every open run, in each run's order.
-The ticks are shared, so all runs of a process seal together and their records reach the (shared)
-KafkaProducer within a few milliseconds, which sends them in one request. Measured with bench/load.py's
-trainers (50 runs, 2,500 events/s): a sender thread per run cost ~0.5 of a core, nearly all of it 50
-threads fighting for the GIL at every tick (futex storms) plus kafka-python's per-request cost; one
-thread per process costs a fraction of that.
+The ticks are shared (with a random phase per process), so all runs of a process seal together and their
+records reach the (shared) KafkaProducer within a few milliseconds, which sends them in one request.
+Measured with bench/load.py's trainers (50 runs, 2,500 events/s): a sender thread per run cost ~0.5 of a
+core, nearly all of it 50 threads fighting for the GIL at every tick (futex storms) plus kafka-python's
+per-request cost; one thread per process costs a fraction of that.
 
 Delivery: online, each sealed batch becomes one Kafka record (key = run path); records stay "in flight"
 until acknowledged. If Kafka cannot be reached at start, or a record fails (after kafka-python's retries
@@ -29,6 +29,7 @@ import collections
 import logging
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class SpoolWarning(UserWarning):
 class SenderOptions:
     """Batching and queue bounds of the sender (defaults tuned with bench/producer.py)."""
 
-    linger_s: float = 0.1  #: seal batches on ticks this far apart (a live run sends <= 10 records/s)
+    linger_s: float = 0.2  #: seal batches on ticks this far apart (a live run sends <= 5 records/s)
     max_batch_events: int = 8192  #: seal a batch with this many events
     target_batch_bytes: int = 1024 * 1024  #: seal a batch at this estimated size
     max_queued_events: int = 200_000  #: back-pressure above this many sealed, unsent events
@@ -85,6 +86,9 @@ class _Dispatcher:
         self._due: dict[Sender, float] = {}  # senders with a pending batch -> when it is due
         self._ready: dict[Sender, None] = {}  # senders with sealed batches (or closing): serve now
         self._next_wake = math.inf  # when the thread wakes by itself; earlier work must notify it
+        #: where this process's ticks fall within linger_s (a fraction): processes on one host do not all
+        #: send at the same instant, so the consumer gets an even stream instead of bursts
+        self.phase = random.random()
         self.thread = threading.Thread(target=self._loop, name="metricfold-sender", daemon=True)
         self.thread.start()
 
@@ -178,7 +182,12 @@ class Sender:
         """The pending batch got its first event: it is due at the next tick; tell the dispatcher."""
         now = time.monotonic()
         linger = self.options.linger_s
-        due = self.pending.due = now - now % linger + linger if linger > 0 else now
+        if linger > 0:
+            phase = self._dispatcher.phase * linger
+            due = now - (now - phase) % linger + linger
+        else:
+            due = now
+        self.pending.due = due
         self._dispatcher.schedule(self, due)
 
     def seal_locked(self) -> None:
