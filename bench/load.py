@@ -72,11 +72,10 @@ def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: flo
     done = 0
     turn = 0
     clock = time.time
-    while True:
+    total = int(seconds * rate)  # the schedule: exactly rate x seconds events, the last ones at the end
+    while done < total:
         elapsed = time.monotonic() - began
-        if elapsed >= seconds:
-            break
-        due = int(elapsed * rate) - done
+        due = min(total, int(elapsed * rate)) - done
         for _ in range(due):
             run = opened[turn]
             n = counts[turn] = counts[turn] + 1
@@ -86,7 +85,8 @@ def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: flo
             done += due
             with logged.get_lock():
                 logged.value += due
-        time.sleep(0.02)
+        if done < total:
+            time.sleep(0.02)
     for run in opened:
         run.finish()
 

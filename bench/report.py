@@ -1,12 +1,13 @@
 """`make report`: run the benchmarks and the chaos suite, write docs/REPORT.md and docs/report-load.png.
 
-    python bench/report.py [--chaos short|full|none] [--load-seconds 60] [--load-nice 10] [--consumer-events 300000]
-                           [--replay-events 500000] [--skip NAME ...]
+    python bench/report.py [--chaos short|full|none] [--load-seconds 60] [--load-nice 10] [--load-nice-consumers 2]
+                           [--consumer-events 300000] [--replay-events 500000] [--skip NAME ...]
 
 Runs, one after the other, each in its own process against the local stack (`make up`; the connection settings
 come from `deploy/local/stack.sh env` unless METRICFOLD_KAFKA / METRICFOLD_REDIS are set): bench/producer.py,
 bench/consumer.py --events N, bench/replay.py --events N, bench/load.py --seconds S (and again with the trainers
-at --load-nice, so the consumer gets the CPU first, as on a cluster where trainers run elsewhere), bench/serve.py (when it
+at --load-nice and --load-nice-consumers consumers: the consumers get the CPU first, as on a cluster where the trainers
+run elsewhere), bench/serve.py (when it
 exists), then the chaos suite (`pytest tests/chaos`, short, or full with --chaos full or METRICFOLD_CHAOS=full,
 on its own private stack) with a JUnit XML and each scenario's lost / doubled counts. Every benchmark prints a
 table and a last JSON line; the report keeps both. Progress goes to stderr. The plot shows bench/load.py's
@@ -189,7 +190,13 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
                 f"{'met' if load['freshness_p99_ms'] <= 500 else 'NOT met'} |",
                 f"| at >= 20,000 events/s sustained | {load['events_per_s']:,} events/s for {load['seconds']:.0f} s "
                 f"(max lag {load['max_lag_events']:,} events) | {'met' if load['events_per_s'] >= 20_000 else 'NOT met'} |",
-                f"| consumer peak RSS | {load['peak_rss_mb']} MB | |", "",
+                f"| consumer peak RSS | {load['peak_rss_mb']} MB | |"]
+        nice = by.get("load:nice", {}).get("json") or {}
+        if nice:
+            out += [f"| freshness p99 <= 500 ms, trainers at nice {nice.get('trainer_nice')} and {nice.get('consumers')} "
+                    f"consumers | p99 {nice['freshness_p99_ms']} ms (p50 {nice['freshness_p50_ms']} ms) at "
+                    f"{nice['events_per_s']:,} events/s | {'met' if nice['freshness_p99_ms'] <= 500 else 'NOT met'} |"]
+        out += ["",
                 f"Overall: {'both targets met' if ok else 'the targets are NOT met on this machine'}.", ""]
     if chaos is not None:
         out += chaos_section(chaos)
@@ -199,9 +206,10 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
         "producer": "SDK: log() throughput and enqueue latency (`bench/producer.py`)",
         "consumer": f"Consumer throughput vs a naive consumer (`bench/consumer.py --events {options.consumer_events}`)",
         "replay": f"Replay (`bench/replay.py --events {options.replay_events}`)",
-        "load:nice": f"Load again, the trainers at nice {options.load_nice} (they stand in for GPU hosts; the "
-                     f"consumer gets the CPU first) (`bench/load.py --seconds {options.load_seconds:.0f} --runs "
-                     f"{options.load_runs} --trainer-nice {options.load_nice}`)",
+        "load:nice": f"Load again, the trainers at nice {options.load_nice} (they stand in for GPU hosts, so the "
+                     f"consumers get the CPU first) and {options.load_nice_consumers} consumer processes in one group "
+                     f"(`bench/load.py --seconds {options.load_seconds:.0f} --runs {options.load_runs} --trainer-nice "
+                     f"{options.load_nice} --consumers {options.load_nice_consumers}`)",
         "serve": "Web page latency (`bench/serve.py --runs 1000 --requests 100 --browser 0`)",
     }
     for name in ("load", "load:nice", "producer", "consumer", "replay", "serve"):
@@ -261,6 +269,8 @@ def main() -> int:
     parser.add_argument("--load-runs", type=int, default=50, help="open runs per trainer process in bench/load.py (50)")
     parser.add_argument("--load-nice", type=int, default=10,
                         help="also run bench/load.py with the trainers at this nice level (10; 0: do not)")
+    parser.add_argument("--load-nice-consumers", type=int, default=2,
+                        help="consumer processes (one group) in that second load run (2)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the report's notes (repeatable)")
     parser.add_argument("--consumer-events", type=int, default=300_000)
     parser.add_argument("--replay-events", type=int, default=500_000)
@@ -280,6 +290,7 @@ def main() -> int:
     ]
     if options.load_nice:
         plan.insert(1, ("load:nice", [*load_args, "--trainer-nice", str(options.load_nice),
+                                      "--consumers", str(options.load_nice_consumers),
                                       "--series", str(ARTIFACTS / "load-series-nice.json")]))
     if (REPO / "bench" / "serve.py").exists():
         plan.append(("serve", ["--runs", "1000", "--requests", "100", "--browser", "0"]))
