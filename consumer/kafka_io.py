@@ -212,6 +212,14 @@ class GroupConsumer:
                     raise BrokerUnavailable(f"topic {self.topic!r} has no partitions (does it exist? `metricfold topics`)")
                 time.sleep(0.2)
             self._consumer.subscribe([self.topic], listener=_Listener(self))
+            # Fetch metadata once more, now that we are subscribed: kafka-python's coordinator takes its snapshot
+            # of the topic's partitions from a metadata update, and without one before the first join it assigns
+            # from an empty snapshot, sees the partitions right after, and rebalances again at once. That second,
+            # needless rebalance is where kafka-python 3.0.12 sometimes stalls (see UNSETTLED_LIMIT_S).
+            try:
+                self._consumer.topics()
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"cannot read the topic metadata from Kafka at {settings.kafka}: {exc}") from exc
         else:
             partitions = sorted(self._consumer.partitions_for_topic(self.topic) or [])
             if not partitions:

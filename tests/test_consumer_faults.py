@@ -59,6 +59,11 @@ def test_two_consumers_in_one_group_share_partitions_and_match_one_consumer(sett
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     first = consumer_process(settings, logs[0])
     second = consumer_process(settings, logs[1])
+    deadline = time.monotonic() + 90
+    while not all(log.exists() and re.search(r"assigned partitions \[\d", log.read_text()) for log in logs):
+        # the group settles with both members holding partitions before the stream starts
+        assert time.monotonic() < deadline, "the two consumers did not both get partitions in 90 s"
+        time.sleep(0.2)
     stream = start_stream(settings, producers, runs, per_run, pause_s=0.2)
     wait_all(stream)
     expected_events = stream_events(runs, per_run) * producers
