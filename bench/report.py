@@ -52,7 +52,7 @@ def stack_env() -> dict[str, str]:
 
 def run_bench(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     script = REPO / "bench" / f"{name.split(':')[0]}.py"  # "load:nice" runs bench/load.py
-    say(f"bench/{name}.py {' '.join(args)} ...")
+    say(f"bench/{script.name} {' '.join(args)} ...")
     started = time.monotonic()
     out = subprocess.run([PYTHON, str(script), *args], cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started

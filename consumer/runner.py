@@ -410,11 +410,18 @@ def _joined_path(decoded: tuple[str, Any]) -> str | None:
     return "/".join(parts) if all(type(part) is str for part in parts) else None
 
 
-@functools.lru_cache(maxsize=65536)
+_MAX_RUN_PATH_BYTES = 3 * 128 + 2  # three parts of at most 128 ASCII characters (check_run_part), two slashes
+
+
 def _key_path(key: bytes | None) -> str | None:
     """The run path a record key names, if it is a valid one (the SDK keys every record by its run path)."""
-    if not key:
+    if not key or len(key) > _MAX_RUN_PATH_BYTES:  # longer keys are never valid, and never cached
         return None
+    return _checked_key_path(key)
+
+
+@functools.lru_cache(maxsize=65536)  # a few MB at most: keys are short (above)
+def _checked_key_path(key: bytes) -> str | None:
     try:
         entity, project, run_id = key.decode("utf-8").split("/")
         check_run_part("entity", entity)
