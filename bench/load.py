@@ -4,7 +4,9 @@
                          [--trainer-nice N] [--series FILE]
 
 --trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
-paced so that together they log --rate events/s for --seconds. `metricfold consume` runs in its own process.
+in 20 ms steps, paced so that together they log exactly --rate x --seconds events in --seconds. `metricfold consume`
+runs in its own process (--consumers N: N processes in one consumer group). --trainer-nice runs the trainers at
+that nice level, so the consumer gets the CPU first, as when the trainers run on other hosts.
 Every event carries its wall-clock send time `t` (ms) and its index `n` within its run. A sampler subscribed
 to the project's change channel (`<ns>:<gen>:changes:<entity/project>`) reads each changed run's flat view
 (`t`, `n`) as soon as it is told, and takes the time the reply arrived as the moment those events became
