@@ -293,7 +293,10 @@ def _long_array(values: list[int]) -> bytes:
     if n == 0:
         return b"\x00"
     if n < _SMALL:
-        if min(values) >= 0 and max(values) < 64:  # indexes and counts: one byte each, zig-zag = doubled
+        lo, hi = min(values), max(values)
+        if lo < -(2**63) or hi >= 2**63:  # as numpy refuses it below (encode_batch turns it into a CodecError)
+            raise OverflowError(f"{lo if lo < 0 else hi} is outside Avro's long")
+        if lo >= 0 and hi < 64:  # indexes and counts: one byte each, zig-zag = doubled
             return _long(n) + bytes([v << 1 for v in values]) + b"\x00"
         return b"".join([_long(n), *map(_long, values), b"\x00"])
     a = np.fromiter(values, dtype=np.int64, count=n)

@@ -217,3 +217,12 @@ def test_fast_batch_writer_is_byte_identical_to_fastavro(blocks: list[dict[str, 
     data = codec.encode_batch(datum)
     assert data == codec.encode("metricfold.Batch", datum)
     assert codec.decode(data) == ("metricfold.Batch", datum)
+
+
+@pytest.mark.parametrize("events", [1, 40])  # the hand-written small-block path and the numpy one
+def test_a_step_outside_avro_long_is_a_codec_error_on_both_writer_paths(events: int) -> None:
+    block = {"first_seq": 0, "steps": [2**63] * events, "ts_ms": [0] * events, "paths": [["x"]],
+             "counts": [1] * events, "path_idx": [0] * events, "values": [1.0] * events, "extras": []}
+    datum = {"entity": "e", "project": "p", "run_id": "r", "producer_id": "x", "items": [("metricfold.LogBlock", block)]}
+    with pytest.raises(CodecError, match=r"cannot encode metricfold\.Batch"):
+        default_codec().encode_batch(datum)
