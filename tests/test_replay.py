@@ -78,7 +78,7 @@ def test_replay_until_offset_equals_a_live_fold_stopped_at_that_offset(settings:
 
 
 def test_replay_refuses_when_events_were_deleted_unless_gaps_are_allowed(settings: Settings) -> None:
-    produce_stream(settings, runs=2, events_per_run=100, seed=1)
+    produce_stream(settings, runs=2, events_per_run=1000, seed=1, pause_s=0.3)  # >= 2 records per run (200 ms ticks)
     partition = next(p for p, (_, end) in first_offsets(settings).items() if end > 1)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka)
     admin.delete_records({TopicPartition(settings.topic, partition): 1})
