@@ -21,6 +21,7 @@ import dataclasses
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from kafka import KafkaProducer
@@ -45,6 +46,10 @@ class _Shared:
 #: (pid, options) -> the process's producer for those options; the pid keeps a forked child off its parent's
 _SHARED: dict[tuple[int, str], _Shared] = {}
 _SHARED_LOCK = threading.Lock()
+#: (pid, options) -> (when, why) the brokers last could not be reached. One thread delivers for every run of
+#: a process (producer/sender.py), so without this each run of a process whose brokers do not answer would
+#: wait its own connect timeout in turn; for one connect timeout after a failure the others fail at once.
+_UNREACHABLE: dict[tuple[int, str], tuple[float, str]] = {}
 
 
 class Delivery:
@@ -116,13 +121,23 @@ class KafkaTransport:
                 shared.users += 1
                 self._producer, self._shared_key = shared.producer, key
                 return
-        self._probe()
+            failed = _UNREACHABLE.get(key)
+        if failed is not None and time.monotonic() - failed[0] < self.connect_timeout_s:
+            raise BrokerUnavailable(f"{failed[1]} (as {time.monotonic() - failed[0]:.0f} s ago)")
         try:
-            producer = KafkaProducer(**options)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
-        except OSError as exc:  # pragma: no cover - DNS and socket errors outside kafka-python's mapping
-            raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
+            self._probe()
+            try:
+                producer = KafkaProducer(**options)
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
+            except OSError as exc:  # pragma: no cover - DNS and socket errors outside kafka-python's mapping
+                raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
+        except BrokerUnavailable as exc:
+            with _SHARED_LOCK:
+                _UNREACHABLE[key] = (time.monotonic(), str(exc))
+            raise
+        with _SHARED_LOCK:
+            _UNREACHABLE.pop(key, None)
         # kafka-python closes every producer at exit with a 1 s timeout, in an atexit hook registered after
         # ours (so it would run first): we close ours ourselves, after finishing the open runs.
         unregister = getattr(producer, "_unregister_cleanup", None)

@@ -127,6 +127,42 @@ def test_log_without_broker_spools_and_sync_delivers_each_event_once(
     assert sorted(seq for _, seq in ids) == list(range(5003)) and set(ids.values()) == {1}
 
 
+def test_runs_of_one_process_wait_for_unanswering_brokers_once_not_each(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One thread delivers for every run of a process: when the brokers do not answer (connects time out),
+    the first run's failed connect is remembered and the others go to the spool at once."""
+    from producer import transport
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    filler = socket.create_connection(server.getsockname(), 1.0)  # the accept queue is full: SYNs now go unanswered
+    probes: list[str] = []
+    real_probe = transport.KafkaTransport._probe
+
+    def counted_probe(self: transport.KafkaTransport) -> None:
+        probes.append(self.settings.kafka)
+        real_probe(self)
+
+    monkeypatch.setattr(transport.KafkaTransport, "_probe", counted_probe)
+    silent = dataclasses.replace(settings, kafka=f"127.0.0.1:{server.getsockname()[1]}")
+    try:
+        runs = [mf.init(project="it", settings=silent, spool_dir=tmp_path, sender_options=SenderOptions(connect_timeout_s=1.0))
+                for _ in range(5)]
+        for run in runs:
+            run.log({"x": 1.0})
+        with pytest.warns(mf.SpoolWarning):
+            for run in runs:
+                run.finish()
+    finally:
+        filler.close()
+        server.close()
+    assert all(run.report is not None and run.report.records_spooled > 0 and run.report.records_sent == 0 for run in runs)
+    assert len(probes) == 1, probes  # without the memory: one timed-out connect per run, one after the other
+    assert all("unreachable" in (run.report.reason or "") for run in runs if run.report is not None)
+
+
 def test_two_processes_writing_one_run_keep_distinct_producer_ids(
     settings: Settings, read_records: ReadRecords
 ) -> None:
