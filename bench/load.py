@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
+from measures import print_measures  # noqa: E402
 
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
 from consumer.store import Keys  # noqa: E402
@@ -338,12 +339,7 @@ def main() -> int:
          f"{result['consumer_cpu']} / {result['trainers_cpu']} / {result['machine_cpu']} of {os.cpu_count()}"),
         ("CPU of this script (the freshness sampler), cores", f"{result['harness_cpu']}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps(result))
+    print_measures(rows, result)
     return 0
 
 

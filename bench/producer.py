@@ -12,7 +12,6 @@ including the flush, median enqueue <= 10 µs, >= 10x wandb's offline log().
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from measures import print_measures
 
 import producer as mf
 from schemas.settings import Settings
@@ -92,15 +93,17 @@ def bench_wandb(calls: int) -> dict[str, Any] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=200_000)
-    parser.add_argument("--wandb-calls", type=int, default=20_000)
+    parser.add_argument("--calls", type=int, default=200_000, help="metricfold log() calls (200000)")
+    parser.add_argument("--wandb-calls", type=int, default=20_000, help="wandb log() calls (20000; 0 skips wandb)")
     parser.add_argument("--kafka", default=os.environ.get("METRICFOLD_KAFKA", "127.0.0.1:19092"))
     args = parser.parse_args()
+    if args.calls < 1 or args.wandb_calls < 0:
+        parser.error("--calls must be at least 1 and --wandb-calls at least 0")
 
     settings = Settings.from_env(kafka=args.kafka, topic=f"bench-{uuid.uuid4().hex[:12]}")
     create_topic(settings)
     ours = bench_metricfold(settings, args.calls)
-    theirs = bench_wandb(args.wandb_calls)
+    theirs = bench_wandb(args.wandb_calls) if args.wandb_calls else None
 
     rows = [
         ("metricfold log() calls", f"{ours['calls']:,}"),
@@ -121,13 +124,8 @@ def main() -> None:
         result["wandb_log_calls_per_s"] = round(theirs["log_calls_per_s"], 2)
         result["ratio_vs_wandb"] = round(ratio, 2)
     else:
-        rows.append(("wandb", "not installed: skipped"))
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps(result))
+        rows.append(("wandb", "skipped (--wandb-calls 0)" if not args.wandb_calls else "not installed: skipped"))
+    print_measures(rows, result)
 
 
 if __name__ == "__main__":
