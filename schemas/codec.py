@@ -267,7 +267,28 @@ def _long(value: int) -> bytes:
     small = _ONE_BYTE.get(value)
     if small is not None:
         return small
-    z = (value << 1) ^ (value >> 63)
+    return _zigzag_bytes((value << 1) ^ (value >> 63))
+
+
+_ONE_BYTE = {v: bytes([(v << 1) ^ (v >> 63)]) for v in range(-64, 64)}  # lengths, counts, indexes
+_ZIGZAG_ONE = [bytes([z]) for z in range(128)]  # a zig-zag value below 128 is its own varint
+
+
+def _string(value: str) -> bytes:
+    data = value.encode()
+    return _long(len(data)) + data
+
+
+#: Below these many items an array is written with a Python loop (longs) or struct (doubles): numpy's fixed
+#: cost per call is larger there (a live run's block holds 5-20 events; measured crossovers on 2026-11-29:
+#: ~48 longs, past 512 doubles). Property tests run both paths (tests/test_codec.py).
+VECTOR_MIN_LONGS = 48
+VECTOR_MIN_DOUBLES = 4096
+_DOUBLED = bytes((2 * b) & 0xFF for b in range(256))  # zig-zag of 0..63 is one byte: the value doubled
+_CONTINUED = [bytes([b | 0x80]) for b in range(128)]  # a varint's low 7 bits when more bytes follow
+
+
+def _zigzag_bytes(z: int) -> bytes:
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -276,34 +297,36 @@ def _long(value: int) -> bytes:
     return bytes(out)
 
 
-_ONE_BYTE = {v: bytes([(v << 1) ^ (v >> 63)]) for v in range(-64, 64)}  # lengths, counts, indexes
-
-
-def _string(value: str) -> bytes:
-    data = value.encode()
-    return _long(len(data)) + data
-
-
-_SMALL = 32  # below this many values, numpy's per-call overhead costs more than a Python loop
-
-
 def _long_array(values: list[int]) -> bytes:
-    """An Avro array of long/int as one block: count, zig-zag varints (vectorised when long), 0."""
+    """An Avro array of long/int as one block: count, zig-zag varints, 0."""
     n = len(values)
     if n == 0:
         return b"\x00"
-    if n < _SMALL:
-        lo, hi = min(values), max(values)
-        if lo < -(2**63) or hi >= 2**63:  # as numpy refuses it below (encode_batch turns it into a CodecError)
-            raise OverflowError(f"{lo if lo < 0 else hi} is outside Avro's long")
-        if lo >= 0 and hi < 64:  # indexes and counts: one byte each, zig-zag = doubled
-            return _long(n) + bytes([v << 1 for v in values]) + b"\x00"
-        return b"".join([_long(n), *map(_long, values), b"\x00"])
+    lo, hi = min(values), max(values)
+    if lo < -(2**63) or hi >= 2**63:  # as numpy refuses it (encode_batch turns it into a CodecError)
+        raise OverflowError(f"{lo if lo < 0 else hi} is outside Avro's long")
+    if lo >= 0 and hi < 64:  # indexes and counts: one byte each
+        return _long(n) + bytes(values).translate(_DOUBLED) + b"\x00"
+    if n < VECTOR_MIN_LONGS:
+        # varint(z) = low 7 bits with the continuation bit, then varint(z >> 7): steps and timestamps of a block
+        # are close together, so z >> 7 repeats and its bytes are made once per run of equal values
+        out = [_long(n)]
+        append = out.append
+        last_high, tail = -1, b""
+        for v in values:
+            zz = (v << 1) ^ (v >> 63)
+            if zz < 0x80:
+                append(_ZIGZAG_ONE[zz])
+                continue
+            high = zz >> 7
+            if high != last_high:
+                last_high, tail = high, _zigzag_bytes(high)
+            append(_CONTINUED[zz & 0x7F] + tail)
+        append(b"\x00")
+        return b"".join(out)
     a = np.fromiter(values, dtype=np.int64, count=n)
     z = ((a << 1) ^ (a >> 63)).view(np.uint64)
     top = int(z.max())
-    if top < 0x80:
-        return _long(n) + z.astype(np.uint8).tobytes() + b"\x00"
     width = (top.bit_length() + 6) // 7
     shifted = z[:, None] >> _SHIFTS[:width]
     more = shifted[:, 1:] != 0
@@ -376,7 +399,10 @@ class _BatchWriter:
         if values:
             n = len(values)
             out.append(_long(n))
-            out.append(struct.pack(f"<{n}d", *values) if n < _SMALL else np.fromiter(values, dtype="<f8", count=n).tobytes())
+            if n < VECTOR_MIN_DOUBLES:
+                out.append(struct.pack(f"<{n}d", *values))
+            else:
+                out.append(np.fromiter(values, dtype="<f8", count=n).tobytes())
         out.append(b"\x00")
         extras = block.get("extras")
         if extras:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import schemas.codec as codec_module
 from schemas.codec import EVENT_TYPES, MAGIC, SCHEMA_DIR, Codec, decode, default_codec, encode
 from schemas.errors import CodecError, TruncatedError, UnknownSchemaError
 
@@ -185,15 +188,40 @@ _WIRE = st.recursive(
 
 
 @st.composite
+def _longs(draw: st.DrawFn, n: int, lo: int, hi: int) -> list[int]:
+    """n longs in [lo, hi]: independent, small (one or two bytes), or close together (steps, timestamps: the
+    writer reuses their shared high bytes)."""
+    kind = draw(st.sampled_from(["any", "small", "close"]))
+    if kind != "close":
+        bound = 200 if kind == "small" else hi
+        return [draw(st.integers(max(lo, -bound), min(hi, bound))) for _ in range(n)]
+    stride = draw(st.integers(-300, 300))
+    base = draw(st.integers(lo + 300 * n, hi - 300 * n))
+    return [base + i * stride for i in range(n)]
+
+
+@contextlib.contextmanager
+def writer_path(path: str) -> Iterator[None]:
+    """The hand-written writer's loops (as configured), or its numpy path for every array."""
+    saved = codec_module.VECTOR_MIN_LONGS, codec_module.VECTOR_MIN_DOUBLES
+    if path == "numpy":
+        codec_module.VECTOR_MIN_LONGS = codec_module.VECTOR_MIN_DOUBLES = 1
+    try:
+        yield
+    finally:
+        codec_module.VECTOR_MIN_LONGS, codec_module.VECTOR_MIN_DOUBLES = saved
+
+
+@st.composite
 def log_blocks(draw: st.DrawFn) -> dict[str, Any]:
-    n = draw(st.one_of(st.integers(0, 6), st.integers(30, 40)))  # the writer loops below 32 values, numpy above
+    n = draw(st.one_of(st.integers(0, 6), st.integers(30, 60)))
     paths = draw(st.lists(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=3), min_size=1, max_size=4))
     counts = [draw(st.integers(0, 3)) for _ in range(n)]
     total = sum(counts)
     return {
         "first_seq": draw(st.integers(0, 2**62)),
-        "steps": [draw(st.integers(-(2**63), 2**63 - 1)) for _ in range(n)],
-        "ts_ms": [draw(st.integers(0, 2**45)) for _ in range(n)],
+        "steps": draw(_longs(n, -(2**63), 2**63 - 1)),
+        "ts_ms": draw(_longs(n, 0, 2**45)),
         "paths": paths,
         "counts": counts,
         "path_idx": [draw(st.integers(0, len(paths) - 1)) for _ in range(total)],
@@ -206,23 +234,25 @@ def log_blocks(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(blocks=st.lists(log_blocks(), max_size=3), finished=st.booleans())
-def test_fast_batch_writer_is_byte_identical_to_fastavro(blocks: list[dict[str, Any]], finished: bool) -> None:
+@given(blocks=st.lists(log_blocks(), max_size=3), finished=st.booleans(), path=st.sampled_from(["loops", "numpy"]))
+def test_fast_batch_writer_is_byte_identical_to_fastavro(blocks: list[dict[str, Any]], finished: bool, path: str) -> None:
     items: list[tuple[str, dict[str, Any]]] = [("metricfold.LogBlock", block) for block in blocks]
     if finished:
         envelope = {"entity": "e", "project": "p", "run_id": "r", "producer_id": "x"}
         items.append(("metricfold.RunFinished", {**envelope, "seq": 9, "ts_ms": 1, "exit_code": -1}))
     datum = {"entity": "é", "project": "p", "run_id": "r", "producer_id": "x", "items": items}
     codec = default_codec()
-    data = codec.encode_batch(datum)
+    with writer_path(path):
+        data = codec.encode_batch(datum)
     assert data == codec.encode("metricfold.Batch", datum)
     assert codec.decode(data) == ("metricfold.Batch", datum)
 
 
-@pytest.mark.parametrize("events", [1, 40])  # the hand-written small-block path and the numpy one
-def test_a_step_outside_avro_long_is_a_codec_error_on_both_writer_paths(events: int) -> None:
+@pytest.mark.parametrize("path", ["loops", "numpy"])
+@pytest.mark.parametrize("events", [1, 40])
+def test_a_step_outside_avro_long_is_a_codec_error_on_both_writer_paths(events: int, path: str) -> None:
     block = {"first_seq": 0, "steps": [2**63] * events, "ts_ms": [0] * events, "paths": [["x"]],
              "counts": [1] * events, "path_idx": [0] * events, "values": [1.0] * events, "extras": []}
     datum = {"entity": "e", "project": "p", "run_id": "r", "producer_id": "x", "items": [("metricfold.LogBlock", block)]}
-    with pytest.raises(CodecError, match=r"cannot encode metricfold\.Batch"):
+    with writer_path(path), pytest.raises(CodecError, match=r"cannot encode metricfold\.Batch"):
         default_codec().encode_batch(datum)
