@@ -293,3 +293,36 @@ def test_open_runs_are_finished_at_exit(tmp_path: Path, tail: str, exit_code: in
     events = [e for _, v in read_spool(spool) for e in flatten(*decode(v))]
     assert [n for n, _ in events] == ["metricfold.RunStarted", "log", "metricfold.RunFinished"]
     assert events[-1][1]["exit_code"] == exit_code
+
+
+class _Cluster:
+    """The two ClusterMetadata calls the partitioners make, over a fixed partition set."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = partitions
+
+    def topics(self) -> set[str]:
+        return {"events"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.partitions)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.partitions)
+
+
+@pytest.mark.parametrize("partitions", [[0], list(range(12)), [0, 2, 5, 7], list(range(100))])
+def test_the_sdk_partitions_a_run_where_kafka_pythons_default_and_the_java_client_do(partitions: list[int]) -> None:
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from producer.transport import _RunPartitioner
+
+    ours, default = _RunPartitioner(), DefaultPartitioner()
+    cluster = _Cluster(partitions)
+    rng = np.random.default_rng(len(partitions))
+    keys = [f"team/vision/{rng.integers(0, 2**63):x}".encode() for _ in range(300)]
+    expected = [default.partition("events", None, key, None, None, cluster) for key in keys]
+    assert [ours.partition("events", None, key, None, None, cluster) for key in keys] == expected
+    assert [ours.partition("events", None, key, None, None, cluster) for key in keys] == expected  # hashes remembered
+    assert set(expected) <= set(partitions) and (len(partitions) > 12 or set(expected) == set(partitions))
+    assert ours.partition("events", None, None, None, None, cluster) in partitions  # no key: random, as the default
