@@ -30,7 +30,7 @@ __all__ = ["LOGBLOCK", "VECTOR_MIN_VALUES", "fold_log_block"]
 LOGBLOCK = "metricfold.LogBlock"
 
 #: blocks with fewer float values than this are folded value by value (numpy's per-call cost dominates)
-VECTOR_MIN_VALUES = 48
+VECTOR_MIN_VALUES = 128
 
 
 def fold_log_block(
