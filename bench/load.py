@@ -12,7 +12,10 @@ to the project's change channel (`<ns>:<gen>:changes:<entity/project>`) reads ea
 (`t`, `n`) as soon as it is told, and takes the time the reply arrived as the moment those events became
 visible: the events of the run with index in (n_before, n_now] became visible then; the newest was sent at
 `t`, the older ones at times interpolated back to the previous `t` (the pacing is steady). Freshness of an
-event = visible - sent. Events sent in the first --warmup seconds are left out of the percentiles.
+event = visible - sent. Events sent in the first --warmup seconds are left out of the percentiles. Every event
+logged after that is in them, the last ones too: the trainers keep their runs open until the consumer has
+folded everything, and only then finish them (400 finish() calls at one moment are a teardown, not the steady
+state being measured; they used to land on the last second's events).
 
 Also sampled once a second: events logged and events folded (Redis stats), so throughput and lag (logged -
 folded, in events) over time, the consumer's RSS, and CPU in cores (consumer, trainers together, whole machine);
@@ -55,8 +58,10 @@ ENTITY, PROJECT = "load", "bench"
 
 
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
-            go: Any, logged: Synchronized[int], linger_s: float | None = None, nice: int = 0) -> None:
-    """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*."""
+            go: Any, logged: Synchronized[int], done_trainers: Synchronized[int], stop: Any, linger_s: float | None = None,
+            nice: int = 0) -> None:
+    """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*;
+    then it counts itself in *done_trainers* and finishes its runs once *stop* is set."""
     if nice:
         os.nice(nice)
     mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
@@ -90,6 +95,9 @@ def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: flo
                 logged.value += due
         if done < total:
             time.sleep(0.02)
+    with done_trainers.get_lock():
+        done_trainers.value += 1
+    stop.wait()  # the runs stay open (their last events in flight) until the consumer has folded everything
     for run in opened:
         run.finish()
 
@@ -207,6 +215,12 @@ def main() -> int:
     with consumer_log.open("wb") as sink:
         consumers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
                      for _ in range(args.consumers)]
+    context = multiprocessing.get_context("spawn")
+    logged: Synchronized[int] = context.Value("q", 0)
+    ready: Synchronized[int] = context.Value("i", 0)
+    go = context.Event()
+    done_trainers: Synchronized[int] = context.Value("i", 0)
+    stop = context.Event()
     try:
         deadline = time.monotonic() + 60
         while client.get(f"{settings.namespace}:active") is None and time.monotonic() < deadline:
@@ -217,14 +231,10 @@ def main() -> int:
         sampler = Sampler(settings, generation)
         sampler.start()
 
-        context = multiprocessing.get_context("spawn")
-        logged: Synchronized[int] = context.Value("q", 0)
-        ready: Synchronized[int] = context.Value("i", 0)
-        go = context.Event()
         per_trainer = args.rate / args.trainers
         print(f"{args.trainers} trainers x {args.runs} runs: opening the runs ...", file=sys.stderr, flush=True)
         trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged,
-                                                               args.linger, args.trainer_nice))
+                                                               done_trainers, stop, args.linger, args.trainer_nice))
                     for i in range(args.trainers)]
         for p in trainers:
             p.start()
@@ -242,7 +252,10 @@ def main() -> int:
         consumer_pids = [c.pid for c in consumers]
         cpu_last = (sum(map(cpu_seconds, consumer_pids)), sum(map(cpu_seconds, trainer_pids)), machine_busy_seconds(), began)
         opening = args.trainers * args.runs * 2  # RunStarted and the first log() of every run
-        while any(p.is_alive() for p in trainers) or folded_events(client, keys) < logged.value + opening:
+        def logging_ended() -> bool:  # every trainer has logged its share (or died: its exit code is checked below)
+            return done_trainers.value + sum(not p.is_alive() for p in trainers) >= args.trainers
+
+        while not logging_ended() or folded_events(client, keys) < logged.value + opening:
             time.sleep(1.0 - (time.time() - began) % 1.0)
             now = time.time()
             sent, folded = logged.value, max(0, folded_events(client, keys) - opening)
@@ -259,6 +272,7 @@ def main() -> int:
                 break
         drained_at = time.time()
         harness_cpu_s = os.times().user + os.times().system
+        stop.set()  # now the trainers finish their runs
         for p in trainers:
             p.join()
             if p.exitcode != 0:
@@ -268,6 +282,7 @@ def main() -> int:
         sampler.join(timeout=5)
         peak_rss = max(rss_mb(pid, "VmHWM") for pid in consumer_pids)
     finally:
+        stop.set()  # a trainer left waiting would never exit
         for consumer in consumers:
             consumer.send_signal(signal.SIGTERM)
         for consumer in consumers:
