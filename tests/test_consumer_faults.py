@@ -159,7 +159,7 @@ def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
 
     from support import produce_stream
 
-    produce_stream(settings, runs=2, events_per_run=300, seed=7)
+    produce_stream(settings, runs=3, events_per_run=300, seed=7)  # at least one record per run: 3 or more
     monkeypatch.setattr(kafka_io, "UNSETTLED_LIMIT_S", 1.0)
     clients: list[kafka_io.GroupConsumer] = []
     real_init = kafka_io.GroupConsumer.__init__
@@ -167,14 +167,15 @@ def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
     def tracked_init(self: kafka_io.GroupConsumer, *args: object, **kwargs: object) -> None:
         real_init(self, *args, **kwargs)  # type: ignore[arg-type]
         clients.append(self)
-        if len(clients) == 1:  # after two polls the first client stalls: unsettled, and nothing fetched
-            kafka, polls = self._consumer, [0]
+        if len(clients) == 1:  # once it has fetched a record, the first client stalls: unsettled, nothing fetched
+            kafka, fetched = self._consumer, [False]
             real_poll = kafka.poll
 
             def stalling_poll(*args: object, **kwargs: object) -> object:
-                polls[0] += 1
-                if polls[0] <= 2:
-                    return real_poll(*args, **kwargs)
+                if not fetched[0]:
+                    polled = real_poll(*args, **kwargs)
+                    fetched[0] = bool(polled)
+                    return polled
                 monkeypatch.setattr(kafka._coordinator, "stable", lambda: False)
                 time.sleep(0.05)
                 return {}
@@ -194,6 +195,6 @@ def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
     with Store(settings) as store:
         digest, stats = digest_generation(store), store.stats()
     expected_digest, expected_stats = clean_fold_digest(settings)
-    assert stats["events"] == stream_events(2, 300)
+    assert stats["events"] == stream_events(3, 300)
     assert (digest, stats) == (expected_digest, expected_stats)
-    assert report.events_applied >= stream_events(2, 300)
+    assert report.events_applied >= stream_events(3, 300)
