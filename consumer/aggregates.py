@@ -13,9 +13,10 @@ them with numpy.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["SCALE_BITS", "BlockStats", "Leaf", "TensorRefs", "exact_units", "mean_of"]
+__all__ = ["SCALE_BITS", "BlockStats", "Leaf", "TensorRefs", "exact_sum_units", "exact_units", "mean_of"]
 
 SCALE_BITS = 1074  #: the exact sum counts units of 2**-SCALE_BITS
 INF = float("inf")
@@ -29,6 +30,25 @@ def exact_units(x: float) -> int:
     """A finite float as an integer number of 2**-1074 units."""
     numerator, denominator = x.as_integer_ratio()
     return numerator << (SCALE_BITS + 1 - denominator.bit_length())
+
+
+def exact_sum_units(values: list[float]) -> int:
+    """``sum(map(exact_units, values))`` of finite floats, with a few C-level ``math.fsum`` calls instead of a
+    Python call per value: fsum is the exact sum correctly rounded, so the exact sum is fsum + the exact sum
+    of the rest, and the rest (values and the parts taken so far, negated) is summed the same way until it is
+    0 (a nonzero multiple of 2**-1074 never rounds to 0). Usually one or two parts. A sum past the float range
+    (fsum raises) goes value by value."""
+    rest = list(values)
+    total = 0
+    try:
+        while True:
+            part = math.fsum(rest)
+            if part == 0.0:
+                return total
+            total += exact_units(part)
+            rest.append(-part)
+    except OverflowError:
+        return sum(map(exact_units, values))
 
 
 def mean_of(nf: int, s: int, pinf: int, ninf: int) -> float | None:

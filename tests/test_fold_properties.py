@@ -351,3 +351,16 @@ def test_property_log_blocks_with_extras_equal_the_logs_one_by_one(
     columns: list[list[Any]] = [*floats_, *ints, *mixed]
     if any(columns):
         _fold_columns_both_ways([c for c in columns if c] or [[1.0]], vector, cut)
+
+
+_EXTREME_FLOATS = st.sampled_from([5e-324, -5e-324, 2.0**-1022, 1.7976931348623157e308, -1.7976931348623157e308, 0.0, -0.0])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), _EXTREME_FLOATS), max_size=40))
+def test_the_fsum_exact_sum_equals_the_value_by_value_one(values: list[float]) -> None:
+    """The small-block path sums a column with a few math.fsum calls; the exact sum must be the same integer
+    as adding every value's exact units (sums past the float range take the value-by-value way)."""
+    from consumer.aggregates import exact_sum_units, exact_units
+
+    assert exact_sum_units(values) == sum(map(exact_units, values))
