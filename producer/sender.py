@@ -18,9 +18,12 @@ until acknowledged. If Kafka cannot be reached at start, or a record fails (afte
 and ``delivery_timeout_ms``), every record not yet acknowledged and everything after it goes, in order,
 to the run's spool file, and the run stays offline until it finishes: ``metricfold sync`` publishes the
 spool later. Records that were in flight when the switch happened may reach Kafka twice; the consumer
-deduplicates events by (producer id, seq), so the effect is exactly once. ``close()`` (the run's
-finish) waits until the dispatcher has handed over the run's last batch, then waits for the acks (or
-spools) in the caller's thread, so one run finishing does not hold up the others.
+deduplicates events by (producer id, seq), so the effect is exactly once. A run with more than
+``max_inflight_bytes`` unacknowledged waits for acks before its next record, without holding up the
+dispatcher: its batches stay queued and it is looked at again a few milliseconds later, while the other
+runs are served. ``close()`` (the run's finish) waits until the dispatcher has handed over the run's last
+batch, then waits for the acks (or spools) in the caller's thread, so one run finishing does not hold up
+the others.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ class _Dispatcher:
                 sender._serve(self)
 
 
+_INFLIGHT_RETRY_S = 0.005  #: a run over max_inflight_bytes looks again this soon (the others are served meanwhile)
 _DISPATCHERS: dict[int, _Dispatcher] = {}  # pid -> the process's dispatcher (a forked child starts its own)
 _DISPATCHERS_LOCK = threading.Lock()
 
@@ -251,7 +255,12 @@ class Sender:
                     return
                 batches = list(self._ready)
                 self._ready.clear()
-            for batch in batches:
+            for i, batch in enumerate(batches):
+                if self._inflight_full():  # come back for the rest in a moment; serve the other runs meanwhile
+                    with self.lock:
+                        self._ready.extendleft(reversed(batches[i:]))
+                    dispatcher.schedule(self, time.monotonic() + _INFLIGHT_RETRY_S)
+                    return
                 self._deliver_batch(batch)
                 with self.lock:
                     self._queued_events -= batch.events
@@ -296,9 +305,11 @@ class Sender:
         self._inflight.append((delivery, value))
         self._inflight_bytes += len(value)
         self._settle()
-        while self._transport is not None and self._inflight_bytes > self.options.max_inflight_bytes:
-            time.sleep(0.005)
-            self._settle()
+
+    def _inflight_full(self) -> bool:
+        """Whether more than ``max_inflight_bytes`` are unacknowledged (online): the next batch waits."""
+        self._settle()
+        return self._transport is not None and self._inflight_bytes > self.options.max_inflight_bytes
 
     def _settle(self) -> None:
         """Drop acknowledged records from the in-flight queue; on a failure, go offline."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,67 @@ def test_the_sdk_partitions_a_run_where_kafka_pythons_default_and_the_java_clien
     assert [ours.partition("events", None, key, None, None, cluster) for key in keys] == expected  # hashes remembered
     assert set(expected) <= set(partitions) and (len(partitions) > 12 or set(expected) == set(partitions))
     assert ours.partition("events", None, None, None, None, cluster) in partitions  # no key: random, as the default
+
+
+def test_a_run_waiting_for_acks_does_not_hold_up_the_other_runs_of_its_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One dispatcher thread serves every run of a process. A run over max_inflight_bytes (its broker
+    stalled) must wait for its acks without holding that thread: the other runs keep sending. Kafka is
+    replaced by a transport whose records for one run are never acknowledged until the test fails them
+    (as kafka-python's delivery timeout would), after which that run spools and finishes."""
+    import producer.sender as sender_module
+
+    sent: dict[str, int] = {}
+    stalled = [True]
+
+    class Stalled:  # a Delivery that is acknowledged never, or fails once the stall "times out"
+        @property
+        def done(self) -> bool:
+            return not stalled[0]
+
+        ok = False
+        error = "KafkaTimeoutError: delivery timed out (the test's stalled broker)"
+
+    class Acked:
+        done, ok, error = True, True, None
+
+    class FakeTransport:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def connect(self) -> None:
+            pass
+
+        def send(self, key: bytes, value: bytes) -> object:
+            run = key.decode()
+            sent[run] = sent.get(run, 0) + 1
+            return Stalled() if run.endswith("/stuck") else Acked()
+
+        def flush(self, timeout_s: float | None) -> None:
+            pass
+
+        def close(self, timeout_s: float = 0.0) -> None:
+            pass
+
+    monkeypatch.setattr(sender_module, "KafkaTransport", FakeTransport)
+    options = mf.SenderOptions(linger_s=0.01, max_inflight_bytes=1, flush_timeout_s=1.0)
+    runs = {name: mf.init(entity="team", project="p", run_id=name, spool_dir=tmp_path, sender_options=options)
+            for name in ("stuck", "other")}
+    for step in range(30):
+        for run in runs.values():
+            run.log({"loss": float(step)})
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while sent.get("team/p/other", 0) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sent.get("team/p/stuck") == 1, "the stalled run sent past its in-flight limit"
+    assert sent.get("team/p/other", 0) >= 10, f"the other run was held up: {sent}"
+
+    runs["other"].finish()
+    assert runs["other"].report is not None and runs["other"].report.records_sent == sent["team/p/other"]
+    stalled[0] = False  # the stuck run's record fails: it goes to its spool with everything after it
+    with pytest.warns(mf.SpoolWarning, match="timed out"):
+        runs["stuck"].finish()
+    report = runs["stuck"].report
+    assert report is not None and report.records_sent == 0 and report.records_spooled >= 2
