@@ -192,9 +192,10 @@ def _longs(draw: st.DrawFn, n: int, lo: int, hi: int) -> list[int]:
     """n longs in [lo, hi]: independent, small (one or two bytes), or close together (steps, timestamps: the
     writer reuses their shared high bytes)."""
     kind = draw(st.sampled_from(["any", "small", "close"]))
-    if kind != "close":
-        bound = 200 if kind == "small" else hi
-        return [draw(st.integers(max(lo, -bound), min(hi, bound))) for _ in range(n)]
+    if kind == "any":
+        return [draw(st.integers(lo, hi)) for _ in range(n)]
+    if kind == "small":
+        return [draw(st.integers(max(lo, -200), min(hi, 200))) for _ in range(n)]
     stride = draw(st.integers(-300, 300))
     base = draw(st.integers(lo + 300 * n, hi - 300 * n))
     return [base + i * stride for i in range(n)]
