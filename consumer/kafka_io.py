@@ -301,7 +301,7 @@ class GroupConsumer:
             self._consumer.commit_async(offsets, callback=_log_commit_failure)
             return True
         except (KafkaError, OSError) as exc:
-            log.warning("Kafka offset commit failed (%s); the Redis checkpoint still guards against doubles", exc)
+            _log_commit_failure(offsets, exc)
             return False
 
     def lag(self) -> int | None:

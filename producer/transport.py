@@ -151,7 +151,7 @@ class KafkaTransport:
                 return
             failed = _UNREACHABLE.get(key)
         if failed is not None and time.monotonic() - failed[0] < self.connect_timeout_s:
-            raise BrokerUnavailable(f"{failed[1]} (as {time.monotonic() - failed[0]:.0f} s ago)")
+            raise BrokerUnavailable(f"{failed[1]} (found {time.monotonic() - failed[0]:.0f} s ago)")
         try:
             self._probe()
             try:

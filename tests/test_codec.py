@@ -203,14 +203,14 @@ def _longs(draw: st.DrawFn, n: int, lo: int, hi: int) -> list[int]:
 
 @contextlib.contextmanager
 def writer_path(path: str) -> Iterator[None]:
-    """The hand-written writer's loops (as configured), or its numpy path for every array."""
-    saved = codec_module.VECTOR_MIN_LONGS, codec_module.VECTOR_MIN_DOUBLES
+    """The hand-written writer's loops (as configured), or its numpy path for every long array."""
+    saved = codec_module.VECTOR_MIN_LONGS
     if path == "numpy":
-        codec_module.VECTOR_MIN_LONGS = codec_module.VECTOR_MIN_DOUBLES = 1
+        codec_module.VECTOR_MIN_LONGS = 1
     try:
         yield
     finally:
-        codec_module.VECTOR_MIN_LONGS, codec_module.VECTOR_MIN_DOUBLES = saved
+        codec_module.VECTOR_MIN_LONGS = saved
 
 
 @st.composite
