@@ -282,7 +282,11 @@ def consume_with_failing_commits(settings: Settings, group: str, raise_every: in
 
     kafka_io.GroupConsumer.commit = failing_commit  # type: ignore[method-assign]
     def save(report: ConsumeReport) -> None:
-        Path(report_path).write_text(json.dumps(dataclasses.asdict(report)))
+        # Written aside and renamed: the test kills this process with -9 at any moment, and a kill between
+        # write_text's truncate and its write left an empty report (the test then read 0 batches).
+        aside = Path(f"{report_path}.tmp")
+        aside.write_text(json.dumps(dataclasses.asdict(report)))
+        os.replace(aside, report_path)
 
     consumer = Consumer(dataclasses.replace(settings, group=group))
     consumer.run(on_batch=save)
