@@ -104,21 +104,7 @@ class Leaf:
         """Fold one value logged at *step* (after every value already folded)."""
         self.last = value
         self.last_t = tensors
-        kind = type(value)
-        if kind is float:
-            if value != value:  # NaN: first/last only (rule 6)
-                return
-            if value == INF:
-                self.pinf += 1
-            elif value == NINF:
-                self.ninf += 1
-            else:
-                self.nf += 1
-                self.s += exact_units(value)
-        elif kind is int:
-            self.nf += 1
-            self.s += value << SCALE_BITS
-        else:  # rule 11: non-numeric values update first and last only
+        if not _count(self, value):
             return
         if self.min is None or value < self.min:
             self.min = value
@@ -187,21 +173,7 @@ class BlockStats:
         if self.first_ev < 0:
             self.first, self.first_t, self.first_ev = value, tensors, ev
         self.last, self.last_t, self.last_ev = value, tensors, ev
-        kind = type(value)
-        if kind is float:
-            if value != value:
-                return
-            if value == INF:
-                self.pinf += 1
-            elif value == NINF:
-                self.ninf += 1
-            else:
-                self.nf += 1
-                self.s += exact_units(value)
-        elif kind is int:
-            self.nf += 1
-            self.s += value << SCALE_BITS
-        else:
+        if not _count(self, value):
             return
         if self.min_ev < 0 or value < self.min:
             self.min, self.min_ev = value, ev
@@ -226,3 +198,25 @@ class BlockStats:
             self.max_ev < 0 or other.max > self.max or (other.max == self.max and other.max_ev < self.max_ev)
         ):
             self.max, self.max_ev = other.max, other.max_ev
+
+
+def _count(agg: Leaf | BlockStats, value: Any) -> bool:
+    """Count one value into *agg*'s finite count, exact sum and infinity counts; True when it also takes part in
+    min and max (numeric and not NaN). NaN (rule 6) and non-numeric values (rule 11) are first/last only."""
+    kind = type(value)
+    if kind is float:
+        if value != value:
+            return False
+        if value == INF:
+            agg.pinf += 1
+        elif value == NINF:
+            agg.ninf += 1
+        else:
+            agg.nf += 1
+            agg.s += exact_units(value)
+        return True
+    if kind is int:
+        agg.nf += 1
+        agg.s += value << SCALE_BITS
+        return True
+    return False
