@@ -19,7 +19,7 @@ Key layout (SPEC §5; `<ns>` = namespace, `<gen>` = generation, `<run>` = entity
     <ns>:<gen>:stats                         hash    events, dead_letters, undecodable (counted exactly once)
     channel <ns>:<gen>:changes:<proj>                pub/sub: the run_id of each run that changed
 
-Writes go through two Lua scripts, sent together in one pipeline per consumer batch: `apply_run` writes a
+Writes go through two Lua scripts (consumer/lua.py), sent together in one pipeline per consumer batch: `apply_run` writes a
 run's state, views, indexes and applied offset in one atomic step and skips a batch it has already applied;
 `checkpoint` advances a partition's checkpoint only forwards.
 """
