@@ -21,6 +21,11 @@ Also sampled once a second: events logged and events folded (Redis stats), so th
 folded, in events) over time, the consumer's RSS, and CPU in cores (consumer, trainers together, whole machine);
 peak RSS is the consumer's VmHWM (the largest, with --consumers N > 1: the members of one group).
 
+Where the time goes: each consumer writes its batch timings (`metricfold consume --timings`), and the table
+shows the SDK's send tick (events wait for it), then Kafka send -> readable in Redis (each batch's oldest record:
+its age when polled, from its Kafka timestamp, plus the fold and the Redis write), and the batches' poll, fold
+and Redis times.
+
 Prints a table, then one JSON line: freshness_p50_ms, freshness_p99_ms, events_per_s, peak_rss_mb (and more).
 The time series goes to --series (default test-artifacts/load-series.json) for bench/report.py's plot.
 Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
@@ -160,6 +165,35 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def batch_timings(paths: list[Path], since: float, until: float) -> dict[str, float]:
+    """Percentiles of the consumers' batch timings (`metricfold consume --timings`) written in [since, until]:
+    records and runs per batch, poll / fold / Redis ms, and send -> readable: the oldest record's age when
+    polled plus the fold and the Redis write (the time from its Kafka send until its run was readable)."""
+    rows = []
+    for path in paths:
+        if path.exists():
+            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if since <= r["at"] <= until]
+    if not rows:
+        return {}
+    columns = {
+        "batch_records": [float(r["records"]) for r in rows],
+        "batch_runs": [float(r["runs"]) for r in rows],
+        "batch_poll": [r["poll_ms"] for r in rows],
+        "batch_fold": [r["fold_ms"] for r in rows],
+        "batch_redis": [r["redis_ms"] for r in rows],
+        "send_to_visible": [r["oldest_age_ms"] + r["fold_ms"] + r["redis_ms"] for r in rows
+                            if r["oldest_age_ms"] is not None],
+    }
+    out: dict[str, float] = {}
+    for name, values in columns.items():
+        ordered = sorted(values)
+        unit = "" if name in ("batch_records", "batch_runs") else "_ms"
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            out[f"{name}_{label}{unit}"] = round(percentile(ordered, q), 1) if ordered else 0.0
+    return out
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -212,9 +246,11 @@ def main() -> int:
     consumer_log.parent.mkdir(exist_ok=True)  # every consumer of the group logs here
     command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
                "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace]
+    timings = [REPO / "test-artifacts" / f"load-timings-{tag}-{i}.jsonl" for i in range(args.consumers)]
     with consumer_log.open("wb") as sink:
-        consumers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
-                     for _ in range(args.consumers)]
+        consumers = [subprocess.Popen([*command, "--timings", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                      stderr=sink, env={**os.environ})
+                     for path in timings]
     context = multiprocessing.get_context("spawn")
     logged: Synchronized[int] = context.Value("q", 0)
     ready: Synchronized[int] = context.Value("i", 0)
@@ -312,6 +348,8 @@ def main() -> int:
     def mean_of(field: str) -> float:
         return round(sum(p[field] for p in logging) / len(logging), 2) if logging else 0.0
 
+    batches = batch_timings(timings, began + args.warmup, began + args.seconds)
+    linger_s = args.linger if args.linger is not None else importlib.import_module("producer").SenderOptions().linger_s
     result = {
         "freshness_p50_ms": round(percentile(ages, 0.50), 1),
         "freshness_p99_ms": round(percentile(ages, 0.99), 1),
@@ -335,6 +373,8 @@ def main() -> int:
         "runs": args.trainers * args.runs,
         "seconds": args.seconds,
         "target_rate": args.rate,
+        **batches,
+        "sdk_linger_ms": round(linger_s * 1000),
     }
     args.series.parent.mkdir(parents=True, exist_ok=True)
     args.series.write_text(json.dumps({"result": result, "per_second": per_second, "freshness": fresh_series}, indent=1))
@@ -353,6 +393,14 @@ def main() -> int:
         ("CPU while logging, cores: consumer / trainers / whole machine",
          f"{result['consumer_cpu']} / {result['trainers_cpu']} / {result['machine_cpu']} of {os.cpu_count()}"),
         ("CPU of this script (the freshness sampler), cores", f"{result['harness_cpu']}"),
+        ("where the time goes: events wait in the SDK for its next send tick, up to (ms)", f"{result['sdk_linger_ms']}"),
+        ("then Kafka send -> readable in Redis, p50 / p99 (ms; each batch's oldest record)",
+         f"{batches.get('send_to_visible_p50_ms')} / {batches.get('send_to_visible_p99_ms')}"),
+        ("consumer batches: records, runs written per batch (p50)",
+         f"{batches.get('batch_records_p50')}, {batches.get('batch_runs_p50')}"),
+        ("consumer batch p50 / p99 (ms): poll, fold, Redis",
+         ", ".join(f"{batches.get(f'batch_{part}_p50_ms')} / {batches.get(f'batch_{part}_p99_ms')}"
+                   for part in ("poll", "fold", "redis"))),
     ]
     print_measures(rows, result)
     return 0

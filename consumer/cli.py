@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from schemas.errors import ConfigError, MetricfoldError
 from schemas.limits import check_run_part, parse_run_path
@@ -60,13 +63,28 @@ def _tune_gc_for_a_long_fold() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _open_timings(path: Path) -> TextIO:
+    try:
+        return path.open("a", buffering=1, encoding="utf-8")  # line-buffered: a kill -9 loses at most one line
+    except OSError as exc:
+        raise ConfigError(f"--timings: cannot open {path} for appending: {exc.strerror or exc}") from exc
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from consumer.kafka_io import ensure_topics
-    from consumer.runner import Consumer
+    from consumer.runner import BatchTiming, Consumer
 
     settings = _settings(args)
+    timings = _open_timings(args.timings) if args.timings else None
     ensure_topics(settings)
     consumer = Consumer(settings)
+    if timings is not None:
+        sink = timings
+
+        def write_timing(timing: BatchTiming) -> None:
+            sink.write(json.dumps(dataclasses.asdict(timing)) + "\n")
+
+        consumer.on_timing = write_timing
     _tune_gc_for_a_long_fold()
 
     def stop(signum: int, frame: object) -> None:
@@ -97,6 +115,8 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         report = consumer.run(until_caught_up=args.until_caught_up, on_batch=progress)
     finally:
         consumer.close()
+        if timings is not None:
+            timings.close()
     rate = report.events_applied / report.seconds if report.seconds else 0.0
     print(
         f"done: {report.records} records, {report.events_applied} events applied ({rate:,.0f}/s), "
@@ -250,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--until-caught-up", action="store_true", help="exit once every partition's lag is zero")
     consume.add_argument("--quiet", action="store_true", help="no progress lines")
     consume.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS", help="progress line interval (5)")
+    consume.add_argument(
+        "--timings",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line per batch to FILE: records, runs written, poll / fold / Redis ms, and the age of "
+        "its oldest and newest record (from their Kafka timestamps) when polled",
+    )
     consume.set_defaults(func=_cmd_consume)
 
     sync = commands.add_parser(

@@ -131,6 +131,7 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = -1  #: the record's Kafka timestamp (the producer's clock at send); -1 unknown
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -258,7 +259,8 @@ class GroupConsumer:
             self._check_settled()
         records: list[Record] = []
         for tp, batch in sorted(polled.items(), key=lambda item: item[0].partition):
-            records.extend(Record(tp.partition, r.offset, r.key, r.value) for r in batch)
+            records.extend(Record(tp.partition, r.offset, r.key, r.value, r.timestamp if isinstance(r.timestamp, int) else -1)
+                           for r in batch)
         return records
 
     def _check_settled(self) -> None:

@@ -35,7 +35,7 @@ from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, Store
 from schemas.limits import Limits, check_run_part
 from schemas.settings import Settings
 
-__all__ = ["ConsumeReport", "Consumer", "run_path_of"]
+__all__ = ["BatchTiming", "ConsumeReport", "Consumer", "run_path_of"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,25 @@ class ConsumeReport:
     seconds: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchTiming:
+    """Where one batch's time went (`metricfold consume --timings FILE` writes one JSON line per batch).
+
+    The ages compare the consumer's clock at the end of the poll with each record's Kafka timestamp (the
+    producer's clock when it sent the record): they mean something when the two clocks agree (one host, NTP).
+    The oldest record's age plus fold_ms and redis_ms is how long after its send it became readable.
+    """
+
+    at: float  #: Unix time when the batch was written
+    records: int
+    runs: int  #: runs written (one Redis script call each)
+    poll_ms: float  #: waiting in poll() for the records
+    fold_ms: float  #: decode, fold, dead letters
+    redis_ms: float  #: the Redis round trip (and a refold, after a conflict)
+    oldest_age_ms: float | None  #: at the end of the poll: now - the oldest record's timestamp (None: unknown)
+    newest_age_ms: float | None
+
+
 _Groups = OrderedDict[tuple[str, int], list[Record]]
 
 
@@ -69,6 +88,21 @@ class _Cached:
     applied: dict[int, int]  # partition -> last applied offset, as Redis has it
     events: int  # the state's event count, for the stats counter
     updated_ms: int
+
+
+def _timing(records: list[Record], runs: int, poll_s: float, fold_s: float, redis_s: float, polled_ms: float
+            ) -> BatchTiming:
+    stamps = [r.timestamp_ms for r in records if r.timestamp_ms >= 0]
+    return BatchTiming(
+        at=round(time.time(), 3),
+        records=len(records),
+        runs=runs,
+        poll_ms=round(poll_s * 1000, 1),
+        fold_ms=round(fold_s * 1000, 1),
+        redis_ms=round(redis_s * 1000, 1),
+        oldest_age_ms=round(polled_ms - min(stamps), 1) if stamps else None,
+        newest_age_ms=round(polled_ms - max(stamps), 1) if stamps else None,
+    )
 
 
 def run_path_of(decoded: tuple[str, Any]) -> str:
@@ -115,6 +149,8 @@ class Consumer:
         # later means it lost acknowledged writes
         self._known: dict[int, int] = {}
         self.stopping = False
+        #: called with each batch's BatchTiming (`metricfold consume --timings`); None: not measured
+        self.on_timing: Callable[[BatchTiming], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _connect(self) -> GroupConsumer:
@@ -178,13 +214,15 @@ class Consumer:
         while not self.stopping:
             try:
                 kafka = self._connect()
+                poll_began = time.monotonic()
                 records = kafka.poll(timeout_ms=200, max_records=self.poll_records)
+                poll_s = time.monotonic() - poll_began
                 if self.stop_at is not None:
                     records = [r for r in records if r.offset < self.stop_at.get(r.partition, 0)]
                     if not records and kafka.reached(self.stop_at):
                         break
                 if records:
-                    self.process(records)
+                    self.process(records, poll_s=poll_s)
                     last_progress = time.monotonic()
                     if on_batch:
                         on_batch(self.report)
@@ -241,12 +279,14 @@ class Consumer:
         self._kafka = None
         self._dead = None
 
-    def process(self, records: list[Record]) -> None:
+    def process(self, records: list[Record], *, poll_s: float = 0.0) -> None:
         """Fold one poll's records and write them to Redis in one round trip; then commit to Kafka.
 
         Records are grouped by their key (the run path) and decoded one at a time while folding, so a poll's
-        decoded events never all sit in memory at once.
+        decoded events never all sit in memory at once. *poll_s*: how long the poll took (for `on_timing`).
         """
+        began = time.monotonic()
+        polled_ms = time.time() * 1000.0
         self.report.batches += 1
         self.report.records += len(records)
         dead = self._dead
@@ -266,6 +306,7 @@ class Consumer:
         writes, pending = self._fold_groups(groups, dead, undecodable)
         dead.flush()
         known = {p: self._known[p] for p in next_offsets if p in self._known}
+        folded, runs = time.monotonic(), len(writes)
         results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
         self._check_moved(results)
         retries = [pending[i] for i, r in enumerate(results) if r == CONFLICT]
@@ -283,6 +324,8 @@ class Consumer:
         for partition, offset in next_offsets.items():
             self._known[partition] = max(offset, self._known.get(partition, offset))
         self.report.undecodable += sum(undecodable.values())
+        if self.on_timing is not None:
+            self.on_timing(_timing(records, runs, poll_s, folded - began, time.monotonic() - folded, polled_ms))
         self._kafka.commit(next_offsets)
         while len(self._cache) > self.max_cached_runs:
             path, _ = self._cache.popitem(last=False)

@@ -56,16 +56,41 @@ def test_consume_until_caught_up_then_summary_and_runs_print_readable_tables(set
     assert [r["run_id"] for r in json.loads(as_json.stdout)["runs"]] == ["a", "b"]
 
 
-def test_bad_arguments_get_a_clear_error_and_exit_code_2(settings: Settings) -> None:
+def test_consume_timings_write_one_json_line_per_batch_with_its_records_runs_and_ages(
+    settings: Settings, tmp_path: Path
+) -> None:
+    began_ms = time.time() * 1000
+    log_runs(settings)
+    timings = tmp_path / "timings.jsonl"
+
+    consumed = metricfold(settings, "consume", "--until-caught-up", "--quiet", "--timings", str(timings))
+    elapsed_ms = time.time() * 1000 - began_ms
+
+    assert consumed.returncode == 0, consumed.stderr
+    records = int(consumed.stderr.split("done: ")[1].split(" records")[0])
+    batches = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert records > 0 and sum(b["records"] for b in batches) == records
+    assert sum(b["runs"] for b in batches) >= 2  # both runs were written
+    for b in batches:
+        assert 1 <= b["runs"] <= b["records"]
+        assert min(b["poll_ms"], b["fold_ms"], b["redis_ms"]) >= 0
+        # ages from the records' Kafka timestamps (the SDK's clock at send, this host's): sent after began_ms
+        assert 0 <= b["newest_age_ms"] <= b["oldest_age_ms"] <= elapsed_ms
+        assert began_ms / 1000 <= b["at"] <= time.time()
+
+
+def test_bad_arguments_get_a_clear_error_and_exit_code_2(settings: Settings, tmp_path: Path) -> None:
     bad_path = metricfold(settings, "summary", "not-a-run-path")
     bad_project = metricfold(settings, "runs", "team/vision/extra")
     missing = metricfold(settings, "summary", "team/vision/nothing")
     bad_offset = metricfold(settings, "replay", "--until-offset", "zero")
+    bad_timings = metricfold(settings, "consume", "--until-caught-up", "--timings", str(tmp_path / "no-such-dir" / "t.jsonl"))
 
     assert bad_path.returncode == 2 and "entity/project/run_id" in bad_path.stderr
     assert bad_project.returncode == 2 and "entity/project" in bad_project.stderr
     assert missing.returncode == 2 and "no active generation" in missing.stderr
     assert bad_offset.returncode == 2 and "PARTITION:OFFSET" in bad_offset.stderr
+    assert bad_timings.returncode == 2 and "--timings: cannot open" in bad_timings.stderr
 
 
 def test_replay_until_time_builds_the_summary_as_it_was_then_and_digest_matches_the_api(settings: Settings) -> None:
