@@ -62,11 +62,23 @@ from schemas.settings import Settings  # noqa: E402
 ENTITY, PROJECT = "load", "bench"
 
 
+def _exit_with(parent: int) -> None:
+    """Exit this process when *parent* is gone (the harness killed): an orphaned trainer would go on logging, and
+    take the CPU from whatever runs next."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
             go: Any, logged: Synchronized[int], done_trainers: Synchronized[int], stop: Any, linger_s: float | None = None,
             nice: int = 0) -> None:
     """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*;
     then it counts itself in *done_trainers* and finishes its runs once *stop* is set."""
+    _exit_with(os.getppid())
     if nice:
         os.nice(nice)
     mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
