@@ -1,76 +1,77 @@
 """The Lua scripts of the Redis store (consumer/store.py registers them; each runs as one atomic step).
 
-`APPLY_RUN` and `CHECKPOINT` are the consumer's writes (one pipeline per batch); `READ_RUN`, `READ_TABLE` and
+`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per batch); `READ_RUN`, `READ_TABLE` and
 `READ_PROJECTS` are the read API's, each resolving the active generation and reading in the same step, so
 a read never mixes two generations. The key layout is in consumer/store.py's docstring.
 """
 
-__all__ = ["APPLY_RUN", "CHECKPOINT", "READ_PROJECTS", "READ_RUN", "READ_TABLE"]
+__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_PROJECTS", "READ_RUN", "READ_TABLE"]
 
-APPLY_RUN = """
--- KEYS: 1 state, 2 applied, 3 summary, 4 flat, 5 meta, 6 tensors, 7 project runs, 8 project paths,
---       9 projects, 10 stats, 11 <ns>:active, then numeric_set by:<path> zsets, numeric_del zsets, blob keys
--- ARGV: 1 partition, 2 offset, 3 expected previous offset ('' = none), 4 state, 5 run_id, 6 updated ms,
---       7 channel, 8 project, 9 events applied, 10 dead letters, 11 generation that must be active
---       ('' = do not check), 12.. counts then items
--- Returns 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one,
--- -2 the generation is no longer the active one (a replay switched it).
-if ARGV[11] ~= '' and redis.call('GET', KEYS[11]) ~= ARGV[11] then return -2 end
-local applied = redis.call('HGET', KEYS[2], ARGV[1])
-local offset = tonumber(ARGV[2])
-if applied and tonumber(applied) >= offset then return 0 end
-if (applied or '') ~= ARGV[3] then return -1 end
-local n = {}
-for i = 1, 10 do n[i] = tonumber(ARGV[11 + i]) end
-local a = 21
-local k = 12
+APPLY_RUNS = """
+-- KEYS: 1 <ns>:active
+-- ARGV: 1 generation that must be active ('' = do not check), 2 key prefix '<ns>:<gen>', 3 JSON array of runs,
+--       then each run's state in the order of the runs, then the tensor blobs (each run names its blobs' ARGV index)
+-- A run: [run path, project path, run_id, partition, offset, expected previous offset ('' = none), updated ms,
+--         events applied, dead letters, summary {field: value}, summary [removed], flat {..}, flat [..], meta {..},
+--         meta [..], tensors {..}, tensors [..], numeric {flat path: score}, numeric [removed paths], {sha: ARGV index}]
+--         (every number a string). Key names as consumer/store.py's Keys makes them.
+-- Returns -2 when the generation is no longer the active one (a replay switched it; nothing written), else one
+-- result per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run
+-- is written as one step, and the whole call is atomic.
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
+local prefix = ARGV[2]
+local runs = cjson.decode(ARGV[3])
 -- in chunks: Lua's unpack() takes a few thousand values at most
-local function pairs_into(key, count)
-  local done = 0
-  while done < count do
-    local take = math.min(count - done, 500)
-    local args = {}
-    for i = 1, take * 2 do args[i] = ARGV[a + i] end
-    redis.call('HSET', key, unpack(args))
-    a = a + take * 2; done = done + take
+local function hset(key, map)
+  local args, n = {}, 0
+  for field, value in pairs(map) do
+    args[n + 1] = field; args[n + 2] = value; n = n + 2
+    if n >= 1000 then redis.call('HSET', key, unpack(args, 1, n)); n = 0 end
+  end
+  if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
+end
+local function hdel(key, list)
+  local i = 1
+  while i <= #list do
+    local j = math.min(i + 999, #list)
+    redis.call('HDEL', key, unpack(list, i, j))
+    i = j + 1
   end
 end
-local function dels_from(key, count)
-  local done = 0
-  while done < count do
-    local take = math.min(count - done, 1000)
-    local args = {}
-    for i = 1, take do args[i] = ARGV[a + i] end
-    redis.call('HDEL', key, unpack(args))
-    a = a + take; done = done + take
+local out, written, events, dead = {}, 0, 0, 0
+for i, r in ipairs(runs) do
+  local run_id = r[3]
+  local rk = prefix .. ':run:{' .. r[1] .. '}:'
+  local pk = prefix .. ':project:{' .. r[2] .. '}:'
+  local applied = redis.call('HGET', rk .. 'applied', r[4])
+  if applied and tonumber(applied) >= tonumber(r[5]) then
+    out[i] = 0
+  elseif (applied or '') ~= r[6] then
+    out[i] = -1
+  else
+    hset(rk .. 'summary', r[10]); hdel(rk .. 'summary', r[11])
+    hset(rk .. 'flat', r[12]); hdel(rk .. 'flat', r[13])
+    hset(rk .. 'meta', r[14]); hdel(rk .. 'meta', r[15])
+    hset(rk .. 'tensors', r[16]); hdel(rk .. 'tensors', r[17])
+    for path, score in pairs(r[18]) do
+      redis.call('ZADD', pk .. 'by:' .. path, score, run_id)
+      redis.call('SADD', pk .. 'paths', path)
+    end
+    for _, path in ipairs(r[19]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
+    for sha, index in pairs(r[20]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
+    redis.call('SET', rk .. 'state', ARGV[3 + i])
+    redis.call('HSET', rk .. 'applied', r[4], r[5])
+    redis.call('ZADD', pk .. 'runs', r[7], run_id)
+    redis.call('SADD', prefix .. ':projects', r[2])
+    events = events + tonumber(r[8]); dead = dead + tonumber(r[9])
+    redis.call('PUBLISH', prefix .. ':changes:' .. r[2], run_id)
+    out[i] = 1
+    written = written + 1
   end
 end
-pairs_into(KEYS[3], n[1]); dels_from(KEYS[3], n[2])
-pairs_into(KEYS[4], n[3]); dels_from(KEYS[4], n[4])
-pairs_into(KEYS[5], n[5]); dels_from(KEYS[5], n[6])
-pairs_into(KEYS[6], n[7]); dels_from(KEYS[6], n[8])
-for i = 1, n[9] do
-  redis.call('ZADD', KEYS[k], ARGV[a + 2], ARGV[5])
-  redis.call('SADD', KEYS[8], ARGV[a + 1])
-  a = a + 2; k = k + 1
-end
-for i = 1, n[10] do
-  redis.call('ZREM', KEYS[k], ARGV[5])
-  k = k + 1
-end
-local blobs = #KEYS - k + 1
-for i = 1, blobs do
-  redis.call('SET', KEYS[k], ARGV[a + 1])
-  a = a + 1; k = k + 1
-end
-redis.call('SET', KEYS[1], ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5])
-redis.call('SADD', KEYS[9], ARGV[8])
-redis.call('HINCRBY', KEYS[10], 'events', ARGV[9])
-if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', KEYS[10], 'dead_letters', ARGV[10]) end
-redis.call('PUBLISH', ARGV[7], ARGV[5])
-return 1
+if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end
+if dead > 0 then redis.call('HINCRBY', prefix .. ':stats', 'dead_letters', dead) end
+return out
 """
 
 READ_RUN = """

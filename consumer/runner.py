@@ -1,7 +1,7 @@
 """The consume loop: Kafka records -> decode -> fold -> one Redis round trip per batch -> commit.
 
 Exactly-once effect (SPEC §6): each run's new state is written together with the offset of the last record
-it contains (`Store.apply`, one Lua call per run); a record at or below a run's applied offset is skipped,
+it contains (`Store.apply`, one atomic step per run in Lua); a record at or below a run's applied offset is skipped,
 so a batch re-read after a crash changes nothing. The state cached in memory is trusted only while Redis
 agrees: every write names the applied offset it was built on, and a mismatch (Redis lost writes, or
 another consumer wrote the run) makes the runner reload the run from Redis and fold it again. On partition

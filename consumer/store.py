@@ -19,9 +19,9 @@ Key layout (SPEC §5; `<ns>` = namespace, `<gen>` = generation, `<run>` = entity
     <ns>:<gen>:stats                         hash    events, dead_letters, undecodable (counted exactly once)
     channel <ns>:<gen>:changes:<proj>                pub/sub: the run_id of each run that changed
 
-Writes go through two Lua scripts (consumer/lua.py), sent together in one pipeline per consumer batch: `apply_run` writes a
-run's state, views, indexes and applied offset in one atomic step and skips a batch it has already applied;
-`checkpoint` advances a partition's checkpoint only forwards.
+Writes go through two Lua scripts (consumer/lua.py), sent together in one pipeline per consumer batch: `apply_runs` writes
+the state, views, indexes and applied offset of up to RUNS_PER_CALL runs, each run in one atomic step, and skips a run's
+batch it has already applied; `checkpoint` advances a partition's checkpoint only forwards.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import redis
 import redis.asyncio
 
 from consumer.fold import Changes
-from consumer.lua import APPLY_RUN, CHECKPOINT, READ_PROJECTS, READ_RUN, READ_TABLE
+from consumer.lua import APPLY_RUNS, CHECKPOINT, READ_PROJECTS, READ_RUN, READ_TABLE
 from schemas.errors import RunNotFound, StoreUnavailable
 from schemas.settings import Settings
 
@@ -101,7 +101,7 @@ class TablePage:
 
 @dataclasses.dataclass
 class RunWrite:
-    """Everything one consumer batch changed for one run, applied atomically by `apply_run`."""
+    """Everything one consumer batch changed for one run, applied atomically by `apply_runs`."""
 
     run_path: str
     partition: int
@@ -154,6 +154,47 @@ def _mapped(settings: Settings) -> Iterator[None]:
         raise StoreUnavailable(f"cannot reach Redis at {settings.redis}: {exc}") from exc
 
 
+#: run writes per APPLY_RUNS call, and roughly the bytes (one call is one atomic step: readers wait for it)
+RUNS_PER_CALL = 200
+BYTES_PER_CALL = 4 * 1024 * 1024
+
+
+def _chunks(writes: Sequence[RunWrite]) -> Iterator[Sequence[RunWrite]]:
+    start, size = 0, 0
+    for i, write in enumerate(writes):
+        size += len(write.state) + sum(map(len, write.changes.blobs.values()))
+        if i + 1 - start >= RUNS_PER_CALL or size >= BYTES_PER_CALL:
+            yield writes[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(writes):
+        yield writes[start:]
+
+
+def _apply_args(keys: Keys, writes: Sequence[RunWrite], live: bool) -> list[str | bytes]:
+    """APPLY_RUNS's arguments for *writes* (see consumer/lua.py): the runs' changes as one JSON document (json's
+    C encoder, and one Redis argument instead of ~60 per run: packing those cost more than the Lua call itself),
+    then the states and the tensor blobs as binary arguments."""
+    runs: list[list[Any]] = []
+    blobs: list[bytes] = []
+    first_blob = 4 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
+    for w in writes:
+        c = w.changes
+        project_path, _, run_id = w.run_path.rpartition("/")
+        named = {}
+        for sha, data in c.blobs.items():
+            named[sha] = str(first_blob + len(blobs))
+            blobs.append(data)
+        runs.append([
+            w.run_path, project_path, run_id, str(w.partition), str(w.offset),
+            "" if w.expected_prev is None else str(w.expected_prev), str(w.updated_ms), str(w.events),
+            str(w.dead_letters), c.summary_set, c.summary_del, c.flat_set, c.flat_del, c.meta, c.meta_del,
+            c.tensors_set, c.tensors_del, {path: repr(float(n)) for path, n in c.numeric_set.items()}, c.numeric_del,
+            named,
+        ])
+    document = json.dumps(runs, ensure_ascii=False, separators=(",", ":"))
+    return [keys.generation if live else "", keys.prefix, document, *(w.state for w in writes), *blobs]
+
+
 class Store:
     """Writes (consumer) and reads (read API, CLI, web page) of one namespace's Redis state."""
 
@@ -161,7 +202,7 @@ class Store:
         self.settings = settings
         self.client = client or redis_client(settings)
         self._generation = generation
-        self._apply = self.client.register_script(APPLY_RUN)
+        self._apply = self.client.register_script(APPLY_RUNS)
         self._checkpoint = self.client.register_script(CHECKPOINT)
         self._read_run = self.client.register_script(READ_RUN)
         self._read_table = self.client.register_script(READ_TABLE)
@@ -265,11 +306,14 @@ class Store:
         keys = self.keys
         topic = self.settings.topic
         with _mapped(self.settings):
-            pipe = self.client.pipeline(transaction=False)
-            for write in writes:
-                run_keys, argv = self._apply_args(keys, write, live)
-                self._apply(keys=run_keys, args=argv, client=pipe)
-            results = [int(r) for r in pipe.execute()] if writes else []
+            results: list[int] = []
+            if writes:
+                pipe = self.client.pipeline(transaction=False)
+                chunks = list(_chunks(writes))
+                for chunk in chunks:
+                    self._apply(keys=[keys.active], args=_apply_args(keys, chunk, live), client=pipe)
+                for chunk, replies in zip(chunks, pipe.execute(), strict=True):
+                    results += [MOVED] * len(chunk) if replies == MOVED else [int(r) for r in replies]
             if CONFLICT not in results and MOVED not in results and checkpoints:
                 pipe = self.client.pipeline(transaction=False)
                 for partition, next_offset in checkpoints.items():
@@ -282,63 +326,6 @@ class Store:
                     raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
                                            "it lost writes (restarted without its last fsync?)")
         return results
-
-    def _apply_args(self, keys: Keys, write: RunWrite, live: bool) -> tuple[list[str], list[Any]]:
-        w = write.changes
-        entity, project, run_id = write.run_path.split("/")
-        project_path = f"{entity}/{project}"
-        run_keys = [
-            keys.run(write.run_path, "state"),
-            keys.run(write.run_path, "applied"),
-            keys.run(write.run_path, "summary"),
-            keys.run(write.run_path, "flat"),
-            keys.run(write.run_path, "meta"),
-            keys.run(write.run_path, "tensors"),
-            keys.project(project_path, "runs"),
-            keys.project(project_path, "paths"),
-            keys.projects,
-            keys.stats,
-            keys.active,
-        ]
-        run_keys += [keys.by_path(project_path, p) for p in w.numeric_set]
-        run_keys += [keys.by_path(project_path, p) for p in w.numeric_del]
-        run_keys += [keys.blob(write.run_path, sha) for sha in w.blobs]
-        argv: list[Any] = [
-            write.partition,
-            write.offset,
-            "" if write.expected_prev is None else str(write.expected_prev),
-            write.state,
-            run_id,
-            write.updated_ms,
-            keys.channel(project_path),
-            project_path,
-            write.events,
-            write.dead_letters,
-            keys.generation if live else "",
-            len(w.summary_set),
-            len(w.summary_del),
-            len(w.flat_set),
-            len(w.flat_del),
-            len(w.meta),
-            len(w.meta_del),
-            len(w.tensors_set),
-            len(w.tensors_del),
-            len(w.numeric_set),
-            len(w.numeric_del),
-        ]
-        for mapping, removed in (
-            (w.summary_set, w.summary_del),
-            (w.flat_set, w.flat_del),
-            (w.meta, w.meta_del),
-            (w.tensors_set, w.tensors_del),
-        ):
-            for field, value in mapping.items():
-                argv += (field, value)
-            argv += removed or ()
-        for path, number in w.numeric_set.items():
-            argv += (path, repr(float(number)))
-        argv += w.blobs.values()
-        return run_keys, argv
 
     # ------------------------------------------------------------------ read side
     def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
