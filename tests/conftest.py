@@ -95,7 +95,8 @@ def settings(stack: Stack) -> Iterator[Settings]:
         delete_topics(made, [made.topic, made.dead_letter_topic])
     try:
         with redis.Redis.from_url(stack.redis_url) as client:
-            keys = list(client.scan_iter(match=f"{made.namespace}:*", count=1000))
+            # the namespace and those derived from it (a clean fold into "<ns>clean", a stopped one, ...)
+            keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
             for start in range(0, len(keys), 500):
                 client.delete(*keys[start : start + 500])
     except redis.RedisError:

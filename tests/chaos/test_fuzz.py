@@ -14,6 +14,7 @@ is what the stats say; and the good runs are exactly what a clean fold of only t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
@@ -29,7 +30,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from consumer.kafka_io import ensure_topics
+from consumer.kafka_io import delete_topics, ensure_topics
 from consumer.runner import run_path_of
 from consumer.store import Store
 from schemas import codec
@@ -243,10 +244,13 @@ def test_fuzzed_records_never_stop_the_consumer_every_bad_one_is_a_dead_letter_a
     positions = produce(settings, settings.topic, items)
     valid_only = dataclasses.replace(settings, topic=settings.topic + "-valid", namespace=settings.namespace + "valid")
     ensure_topics(valid_only)
-    produce(valid_only, valid_only.topic, [item for item in items if item.kind == "good"])
-
-    report = consume_all(settings)
-    consume_all(valid_only)
+    try:
+        produce(valid_only, valid_only.topic, [item for item in items if item.kind == "good"])
+        report = consume_all(settings)
+        consume_all(valid_only)
+    finally:  # the fixture deletes the settings' topics, not this one
+        with contextlib.suppress(Exception):
+            delete_topics(valid_only, [valid_only.topic, valid_only.dead_letter_topic])
     dead = read_full_records(settings, report.undecodable + report.dead_letters, timeout=120, topic=settings.dead_letter_topic)
 
     dead_at = Counter((int(dict(r.headers)["source.partition"]), int(dict(r.headers)["source.offset"])) for r in dead)
