@@ -34,6 +34,7 @@ Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOL
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import importlib
 import json
@@ -71,6 +72,12 @@ def _exit_with(parent: int) -> None:
         os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _term_with_parent() -> None:
+    """In a consumer subprocess, before exec: SIGTERM (finish the batch and exit) when the harness dies (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
@@ -261,7 +268,7 @@ def main() -> int:
     timings = [REPO / "test-artifacts" / f"load-timings-{tag}-{i}.jsonl" for i in range(args.consumers)]
     with consumer_log.open("wb") as sink:
         consumers = [subprocess.Popen([*command, "--timings", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                      stderr=sink, env={**os.environ})
+                                      stderr=sink, env={**os.environ}, preexec_fn=_term_with_parent)
                      for path in timings]
     context = multiprocessing.get_context("spawn")
     logged: Synchronized[int] = context.Value("q", 0)
