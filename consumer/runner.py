@@ -71,7 +71,7 @@ class BatchTiming:
 
     at: float  #: Unix time when the batch was written
     records: int
-    runs: int  #: runs written (one Redis script call each)
+    runs: int  #: runs written (each in one atomic step of the apply_runs script)
     poll_ms: float  #: waiting in poll() for the records
     fold_ms: float  #: decode, fold, dead letters
     redis_ms: float  #: the Redis round trip (and a refold, after a conflict)
