@@ -158,6 +158,8 @@ class ConsumerStalled(BrokerUnavailable):
 #: spinning without error and never fetching again (seen under load and in chaos runs). A member that has
 #: not been stable for this long (the session timeout is 20 s) gives up its client and starts over.
 UNSETTLED_LIMIT_S = 30.0
+#: at most one (informational) offset commit request per this many seconds
+COMMIT_EVERY_S = 1.0
 
 
 class GroupConsumer:
@@ -183,6 +185,7 @@ class GroupConsumer:
         self.group = group
         self._unsettled_since: float | None = None
         self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._next_commit_at = 0.0  # monotonic time of the next commit request (see commit)
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         del max_record_bytes  # a record larger than the fetch sizes is still returned whole (KIP-74)
@@ -294,11 +297,17 @@ class GroupConsumer:
 
     def commit(self, next_offsets: dict[int, int]) -> bool:
         """Commit to the group (informational: Redis holds the real checkpoint). Asynchronous, so a busy broker
-        does not hold up the loop; a failure is logged when its reply comes. False when it could not be sent."""
+        does not hold up the loop; a failure is logged when its reply comes. False when it could not be sent.
+        At most one commit request per COMMIT_EVERY_S (a live consumer makes many small batches; each request is
+        work for the broker too): the offsets of the batches in between go with the next one, or at close."""
         if not next_offsets or not self.group:
             return True
-        offsets = {self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
-        self._last_commit.update(offsets)
+        self._last_commit.update({self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()})
+        now = time.monotonic()
+        if now < self._next_commit_at:
+            return True
+        self._next_commit_at = now + COMMIT_EVERY_S
+        offsets = dict(self._last_commit)
         try:
             self._consumer.commit_async(offsets, callback=_log_commit_failure)
             return True

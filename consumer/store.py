@@ -307,25 +307,40 @@ class Store:
         topic = self.settings.topic
         with _mapped(self.settings):
             results: list[int] = []
+            calls: list[tuple[Any, list[str], list[Any]]]
             if writes:
-                pipe = self.client.pipeline(transaction=False)
                 chunks = list(_chunks(writes))
-                for chunk in chunks:
-                    self._apply(keys=[keys.active], args=_apply_args(keys, chunk, live), client=pipe)
-                for chunk, replies in zip(chunks, pipe.execute(), strict=True):
+                calls = [(self._apply, [keys.active], _apply_args(keys, chunk, live)) for chunk in chunks]
+                for chunk, replies in zip(chunks, self._evalsha_all(calls), strict=True):
                     results += [MOVED] * len(chunk) if replies == MOVED else [int(r) for r in replies]
             if CONFLICT not in results and MOVED not in results and checkpoints:
-                pipe = self.client.pipeline(transaction=False)
+                calls = []
                 for partition, next_offset in checkpoints.items():
                     bad = (undecodable or {}).get(partition, 0)
                     seen = "" if known is None or partition not in known else known[partition]
-                    self._checkpoint(
-                        keys=[keys.checkpoint(topic), keys.stats], args=[partition, next_offset, bad, seen], client=pipe
-                    )
-                if -1 in (int(r) for r in pipe.execute()):
+                    calls.append((self._checkpoint, [keys.checkpoint(topic), keys.stats], [partition, next_offset, bad, seen]))
+                if -1 in (int(r) for r in self._evalsha_all(calls)):
                     raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
                                            "it lost writes (restarted without its last fsync?)")
         return results
+
+    def _evalsha_all(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each (script, keys, args) in one pipeline: one round trip. redis-py's own script calls in a
+        pipeline first ask SCRIPT EXISTS, a second round trip per batch; here a script Redis does not hold (it
+        restarted, or SCRIPT FLUSH) is loaded when Redis says NOSCRIPT, and the calls are sent again (a call that
+        got NOSCRIPT did not run; a write that ran is skipped the second time, as already applied)."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in {id(c[0]): c[0] for c in calls}.values():
+                    script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ read side
     def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:

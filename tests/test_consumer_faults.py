@@ -11,12 +11,15 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 
+import producer as mf
+from consumer import kafka_io
 from consumer.digest import digest_generation
-from consumer.store import Store
+from consumer.store import APPLIED, SKIPPED, RunWrite, Store
 from schemas import codec
 from schemas.settings import Settings
 
@@ -198,3 +201,54 @@ def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
     assert stats["events"] == stream_events(3, 300)
     assert (digest, stats) == (expected_digest, expected_stats)
     assert report.events_applied >= stream_events(3, 300)
+
+
+def test_a_write_loads_the_scripts_again_when_redis_has_lost_them(settings: Settings) -> None:
+    # A Redis restarted without its script cache (or SCRIPT FLUSH): the write's EVALSHA gets NOSCRIPT
+    write = RunWrite(run_path="team/vision/r1", partition=0, offset=5, expected_prev=None, state=b"{}", updated_ms=1)
+    with Store(settings) as store:
+        store.ensure_generation()
+        store.client.script_flush()
+
+        assert store.apply([write], {0: 6}) == [APPLIED]
+        assert store.checkpoints(settings.topic) == {0: 6}
+        assert store.apply([write], {0: 6}) == [SKIPPED]  # the scripts are there again: applied once only
+
+
+def test_offset_commits_are_sent_at_most_once_a_second_and_the_last_offsets_at_close(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from consumer.runner import Consumer
+
+    sent: list[int] = []
+    real = KafkaConsumer.commit_async
+
+    def counted(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        sent.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "commit_async", counted)
+    for i in range(24):  # a record or two per run: with 2 records per poll, a dozen batches or more
+        with mf.init(entity="team", project="vision", run_id=f"r{i}", settings=settings) as run:
+            run.log({"loss": 1 / (i + 1)})
+    consumer = Consumer(settings, poll_records=2)
+    began = time.monotonic()
+    try:
+        report = consumer.run(until_caught_up=True)
+    finally:
+        consumer.close()
+    elapsed = time.monotonic() - began
+
+    assert report.batches >= 10
+    assert len(sent) < report.batches / 2  # not one a batch
+    assert (len(sent) - 1) * kafka_io.COMMIT_EVERY_S <= elapsed  # at most one a second
+    probe = KafkaConsumer(bootstrap_servers=settings.kafka, group_id=settings.group_id, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in probe.partitions_for_topic(settings.topic) or []]
+        ends = probe.end_offsets(partitions)
+        committed = {tp: probe.committed(tp) for tp in partitions}
+    finally:
+        probe.close()
+    assert {tp: committed[tp] for tp in partitions if ends[tp]} == {tp: end for tp, end in ends.items() if end}
