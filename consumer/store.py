@@ -73,10 +73,6 @@ class Keys:
     def by_path(self, project_path: str, flat_path: str) -> str:
         return self.project(project_path, f"by:{flat_path}")
 
-    @property
-    def projects(self) -> str:
-        return f"{self.prefix}:projects"
-
     def checkpoint(self, topic: str) -> str:
         return f"{self.prefix}:checkpoint:{topic}"
 
@@ -338,7 +334,7 @@ class Store:
             except redis.exceptions.NoScriptError:
                 if attempt == 2:
                     raise
-                for script in {id(c[0]): c[0] for c in calls}.values():
+                for script in {script for script, _, _ in calls}:
                     script.sha = self.client.script_load(script.script)
         raise AssertionError("unreachable")  # pragma: no cover
 
