@@ -39,6 +39,7 @@ local function hdel(key, list)
   end
 end
 local out, written, events, dead = {}, 0, 0, 0
+local paths = {}  -- project path -> {numeric flat path: true}: one SADD per project and call, not one per run and path
 for i, r in ipairs(runs) do
   local run_id = r[3]
   local rk = prefix .. ':run:{' .. r[1] .. '}:'
@@ -53,21 +54,33 @@ for i, r in ipairs(runs) do
     hset(rk .. 'flat', r[12]); hdel(rk .. 'flat', r[13])
     hset(rk .. 'meta', r[14]); hdel(rk .. 'meta', r[15])
     hset(rk .. 'tensors', r[16]); hdel(rk .. 'tensors', r[17])
+    local known = paths[r[2]]
+    if not known then known = {}; paths[r[2]] = known end
     for path, score in pairs(r[18]) do
       redis.call('ZADD', pk .. 'by:' .. path, score, run_id)
-      redis.call('SADD', pk .. 'paths', path)
+      known[path] = true
     end
     for _, path in ipairs(r[19]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
     for sha, index in pairs(r[20]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
     redis.call('SET', rk .. 'state', ARGV[3 + i])
     redis.call('HSET', rk .. 'applied', r[4], r[5])
     redis.call('ZADD', pk .. 'runs', r[7], run_id)
-    redis.call('SADD', prefix .. ':projects', r[2])
     events = events + tonumber(r[8]); dead = dead + tonumber(r[9])
     redis.call('PUBLISH', prefix .. ':changes:' .. r[2], run_id)
     out[i] = 1
     written = written + 1
   end
+end
+for project, known in pairs(paths) do
+  local members = {}
+  for path in pairs(known) do members[#members + 1] = path end
+  local i = 1
+  while i <= #members do
+    local j = math.min(i + 999, #members)
+    redis.call('SADD', prefix .. ':project:{' .. project .. '}:paths', unpack(members, i, j))
+    i = j + 1
+  end
+  redis.call('SADD', prefix .. ':projects', project)
 end
 if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end
 if dead > 0 then redis.call('HINCRBY', prefix .. ':stats', 'dead_letters', dead) end
