@@ -36,6 +36,12 @@ def canonical_json(value: Any) -> str:
         return float.__repr__(value)
     if kind is str:
         return _encode_str(value)
+    if kind is int:  # as the encoder writes them (bool is not int here: it is the next case)
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
     return _ENCODER.encode(value)
 
 

@@ -48,6 +48,11 @@ def test_canonical_json_sorts_keys_is_compact_and_writes_nan_tokens() -> None:
     assert canonical_json(json.loads(text)) == text
 
 
+def test_canonical_json_of_a_scalar_is_its_text_inside_a_list() -> None:
+    for value in [0, -7, 2**80, True, False, None, 1.5, -0.0, float("nan"), "é\n\"", ""]:
+        assert f"[{canonical_json(value)}]" == canonical_json([value]), value
+
+
 def test_display_paths_escape_dots_and_backslashes() -> None:
     assert display_path(("grad", "norm")) == "grad.norm"
     assert display_path(("lr.base", "a\\b")) == "lr\\.base.a\\\\b"
