@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from measures import print_measures
 
 import producer as mf
+from consumer.kafka_io import delete_topics
 from schemas.settings import Settings
 
 
@@ -102,7 +103,10 @@ def main() -> None:
 
     settings = Settings.from_env(kafka=args.kafka, topic=f"bench-{uuid.uuid4().hex[:12]}")
     create_topic(settings)
-    ours = bench_metricfold(settings, args.calls)
+    try:
+        ours = bench_metricfold(settings, args.calls)
+    finally:
+        delete_topics(settings, [settings.topic])  # 200,000 events nobody reads again
     theirs = bench_wandb(args.wandb_calls) if args.wandb_calls else None
 
     rows = [
