@@ -10,17 +10,24 @@ __all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_PROJECTS", "READ_RUN", "READ_TABLE"
 APPLY_RUNS = """
 -- KEYS: 1 <ns>:active
 -- ARGV: 1 generation that must be active ('' = do not check), 2 key prefix '<ns>:<gen>', 3 JSON array of runs,
---       then each run's state in the order of the runs, then the tensor blobs (each run names its blobs' ARGV index)
+--       4 lag key prefix '<ns>:<gen>:lag:<topic>:' (+ partition), then each run's state in the order of the runs
+--       ('' = the state is not stored this time), then the tensor blobs (each run names its blobs' ARGV index)
 -- A run: [run path, project path, run_id, partition, offset, expected previous offset ('' = none), updated ms,
 --         events applied, dead letters, summary {field: value}, summary [removed], flat {..}, flat [..], meta {..},
---         meta [..], tensors {..}, tensors [..], numeric {flat path: score}, numeric [removed paths], {sha: ARGV index}]
+--         meta [..], tensors {..}, tensors [..], numeric {flat path: score}, numeric [removed paths], {sha: ARGV index},
+--         offset of the first record not in the stored state (when its state is not stored; '': Redis has it),
+--         {partition: offset of the last record the state holds} (when it is)]
 --         (every number a string). Key names as consumer/store.py's Keys makes them.
+-- The views and the applied offset are written with every batch; the state, when the consumer sends it. A run
+-- whose stored state is older than its views is in the partition's lag set (scored by the first offset the state
+-- lacks), so a consumer that starts over reads from there and folds the state up to the views again.
 -- Returns -2 when the generation is no longer the active one (a replay switched it; nothing written), else one
 -- result per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run
--- is written as one step, and the whole call is atomic.
+-- is written as one step, and the whole call is atomic. A state is stored (1 or 0) unless Redis holds a newer one.
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
 local prefix = ARGV[2]
 local runs = cjson.decode(ARGV[3])
+local lag = ARGV[4]
 -- in chunks: Lua's unpack() takes a few thousand values at most
 local function hset(key, map)
   local args, n = {}, 0
@@ -45,6 +52,7 @@ for i, r in ipairs(runs) do
   local rk = prefix .. ':run:{' .. r[1] .. '}:'
   local pk = prefix .. ':project:{' .. r[2] .. '}:'
   local applied = redis.call('HGET', rk .. 'applied', r[4])
+  local state = ARGV[4 + i]
   if applied and tonumber(applied) >= tonumber(r[5]) then
     out[i] = 0
   elseif (applied or '') ~= r[6] then
@@ -62,13 +70,28 @@ for i, r in ipairs(runs) do
     end
     for _, path in ipairs(r[19]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
     for sha, index in pairs(r[20]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
-    redis.call('SET', rk .. 'state', ARGV[3 + i])
     redis.call('HSET', rk .. 'applied', r[4], r[5])
+    if state == '' and r[21] ~= '' then redis.call('ZADD', lag .. r[4], 'NX', r[21], r[1]) end
     redis.call('ZADD', pk .. 'runs', r[7], run_id)
     events = events + tonumber(r[8]); dead = dead + tonumber(r[9])
     redis.call('PUBLISH', prefix .. ':changes:' .. r[2], run_id)
     out[i] = 1
     written = written + 1
+  end
+  if out[i] ~= -1 and state ~= '' then
+    local held = redis.call('HGET', rk .. 'stateat', r[4])
+    if not held or tonumber(held) < tonumber(r[22][r[4]]) then
+      redis.call('SET', rk .. 'state', state)
+      for partition, offset in pairs(r[22]) do
+        redis.call('HSET', rk .. 'stateat', partition, offset)
+        local views = redis.call('HGET', rk .. 'applied', partition)
+        if views and tonumber(views) > tonumber(offset) then
+          redis.call('ZADD', lag .. partition, 'NX', tonumber(offset) + 1, r[1])
+        else
+          redis.call('ZREM', lag .. partition, r[1])
+        end
+      end
+    end
   end
 end
 for project, known in pairs(paths) do

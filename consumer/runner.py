@@ -1,16 +1,23 @@
 """The consume loop: Kafka records -> decode -> fold -> one Redis round trip per batch -> commit.
 
-Exactly-once effect (SPEC §6): each run's new state is written together with the offset of the last record
-it contains (`Store.apply`, one atomic step per run in Lua); a record at or below a run's applied offset is skipped,
-so a batch re-read after a crash changes nothing. The state cached in memory is trusted only while Redis
-agrees: every write names the applied offset it was built on, and a mismatch (Redis lost writes, or
-another consumer wrote the run) makes the runner reload the run from Redis and fold it again. On partition
-assignment, and after any Redis failure, the consumer seeks to the per-partition checkpoint kept in Redis;
-Kafka's committed offsets are only informational.
+Exactly-once effect (SPEC §6): each run's new views are written together with the offset of the last record
+they contain (`Store.apply`, one atomic step per run in Lua); a record at or below a run's applied offset does
+not change the views again, so a batch re-read after a crash changes nothing. The state cached in memory is
+trusted only while Redis agrees: every write names the applied offset it was built on, and a mismatch (Redis
+lost writes, or another consumer wrote the run) makes the runner reload the run from Redis and fold it again.
+
+The fold state itself (a run's exact sums, extremes, seen seqs) is stored less often: a run's state goes to
+Redis once it has differed from the stored one for STATE_EVERY_S (and when the consumer is idle or stops),
+not with every batch; writing it every time was the largest single cost per run and batch. Until then the
+run is in its partition's lag set in Redis, scored by the first offset its stored state lacks. A consumer that
+starts over (partition assignment, any Redis failure) seeks to the lowest of those, or to the partition's
+checkpoint, and folds the records its runs' views already hold into their states again, without writing
+views, dead letters or counts for them a second time. Kafka's committed offsets are only informational.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -29,7 +36,7 @@ from consumer.fold import (
     take_changes,
 )
 from consumer.kafka_io import ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
-from consumer.store import CONFLICT, MOVED, RunWrite, Store
+from consumer.store import APPLIED, CONFLICT, MOVED, RunWrite, Store
 from schemas import codec
 from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError
 from schemas.limits import Limits, check_run_part
@@ -81,13 +88,29 @@ class BatchTiming:
 
 _Groups = OrderedDict[tuple[str, int], list[Record]]
 
+#: a run's fold state is stored once it has differed from the stored one this long (seconds): a consumer that
+#: starts over reads back about this far
+STATE_EVERY_S = 5.0
+#: states stored with one batch, at most (the oldest first), unless they are overdue by 4 x STATE_EVERY_S
+STATES_PER_BATCH = 64
+
+
+class _ResumeNeeded(MetricfoldError):
+    """A run's stored state lacks records that are behind the read position: read again from the resume point."""
+
 
 @dataclasses.dataclass
 class _Cached:
     state: RunState
-    applied: dict[int, int]  # partition -> last applied offset, as Redis has it
-    events: int  # the state's event count, for the stats counter
+    applied: dict[int, int]  # partition -> offset of the last record in the views, as Redis has it
+    folded: dict[int, int]  # partition -> offset of the last record folded into `state`
+    stored: dict[int, int]  # partition -> offset of the last record in the state Redis holds
+    events: int  # events the views count (the stats counter has them)
     updated_ms: int
+    #: partition -> the first record folded since the state was stored, where the stored state has none of it
+    first_unstored: dict[int, int] = dataclasses.field(default_factory=dict)
+    dirty_since: float | None = None  # monotonic time the state first differed from the stored one
+    lagging: set[int] = dataclasses.field(default_factory=set)  # partitions where Redis has the run in the lag set
 
 
 def _timing(records: list[Record], runs: int, poll_s: float, fold_s: float, redis_s: float, polled_ms: float
@@ -143,6 +166,7 @@ class Consumer:
         self.report = ConsumeReport()
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._partition_of: dict[str, int] = {}
+        self._dirty: OrderedDict[str, None] = OrderedDict()  # runs whose state differs from the stored one, oldest first
         self._kafka: GroupConsumer | None = None
         self._dead: DeadLetterProducer | None = None
         # partition -> the checkpoint we know Redis holds (read at a seek, or written by us): Redis holding less
@@ -170,16 +194,17 @@ class Consumer:
         self.store.close()
 
     def caught_up(self) -> bool:
-        """True when Redis holds every record of every partition (its checkpoints reach the end offsets).
+        """True when Redis holds every record of every partition, in the views and in the stored states (the
+        resume points reach the end offsets).
 
-        Judged by the Redis checkpoints rather than our own position, so it is right even while other group
-        members (or dead ones whose session has not expired yet) hold some partitions.
+        Judged by Redis rather than our own position, so it is right even while other group members (or dead
+        ones whose session has not expired yet) hold some partitions.
         """
         ends = self._connect().topic_end_offsets()
         if not ends:
             return False
-        checkpoints = self.store.checkpoints(self.settings.topic)
-        return all(checkpoints.get(p, 0) >= end for p, end in ends.items())
+        resume = self.store.resume_points(self.settings.topic)
+        return all(resume.get(p, 0) >= end for p, end in ends.items())
 
     def positions(self) -> dict[int, int]:
         """Next offset to read per assigned partition (for progress displays)."""
@@ -187,17 +212,17 @@ class Consumer:
 
     def _on_assigned(self, partitions: list[int]) -> dict[int, int]:
         checkpoints = self.store.checkpoints(self.settings.topic)
-        found = {p: checkpoints[p] for p in partitions if p in checkpoints}
-        self._known.update(found)
-        return found
+        resume = self.store.resume_points(self.settings.topic)
+        self._known.update({p: checkpoints[p] for p in partitions if p in checkpoints})
+        return {p: resume[p] for p in partitions if p in resume}
 
     def _on_revoked(self, partitions: list[int]) -> None:
+        """Forget the runs of partitions another member takes over (their lag set in Redis says where it starts)."""
         gone = set(partitions)
         for partition in gone:
             self._known.pop(partition, None)
         for path in [p for p, part in self._partition_of.items() if part in gone]:
-            self._cache.pop(path, None)
-            self._partition_of.pop(path, None)
+            self._forget(path)
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -226,15 +251,21 @@ class Consumer:
                     last_progress = time.monotonic()
                     if on_batch:
                         on_batch(self.report)
-                elif (until_caught_up and self.caught_up()) or (
-                    idle_timeout_s is not None and time.monotonic() - last_progress > idle_timeout_s
-                ):
-                    break
+                else:
+                    if self._dirty:
+                        self.store_states(everything=True)  # idle: store every state now
+                    if (until_caught_up and self.caught_up()) or (
+                        idle_timeout_s is not None and time.monotonic() - last_progress > idle_timeout_s
+                    ):
+                        break
                 backoff = 0.5
             except GenerationMoved as exc:
                 log.warning("%s; moving to it and resuming from its checkpoint", exc)
                 self.store.use_generation(exc.generation)
                 self.generation = exc.generation
+                self._reset(0.0)
+            except _ResumeNeeded as exc:
+                log.warning("%s; reading again from the Redis resume point", exc)
                 self._reset(0.0)
             except StoreUnavailable as exc:
                 self.report.redis_failures += 1
@@ -247,6 +278,11 @@ class Consumer:
                     self._drop_kafka()
                 self._reset(backoff)
                 backoff = min(backoff * 2, 10.0)
+        if self._dirty and self._kafka is not None:
+            try:  # so that the next consumer need not read back (it would be right either way)
+                self.store_states(everything=True)
+            except (StoreUnavailable, GenerationMoved) as exc:
+                log.warning("could not store the last fold states (%s); the next consumer reads back for them", exc)
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -259,11 +295,12 @@ class Consumer:
         time.sleep(wait_s)
         self._cache.clear()
         self._partition_of.clear()
+        self._dirty.clear()
         self._known.clear()
         if self._kafka is not None:
             try:
                 checkpoints = self.store.checkpoints(self.settings.topic)
-                self._kafka.seek(checkpoints)
+                self._kafka.seek(self.store.resume_points(self.settings.topic))
                 self._known.update(checkpoints)
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 log.warning("cannot seek back yet (%s); dropping the Kafka connection to start over", exc)
@@ -298,23 +335,26 @@ class Consumer:
             next_offsets[record.partition] = record.offset + 1
             path = _key_path(record.key)
             if path is None:
-                dead.send(record, f"undecodable: the record key {record.key!r} is not a run path entity/project/run_id")
-                undecodable[record.partition] = undecodable.get(record.partition, 0) + 1
+                if record.offset >= self._known.get(record.partition, 0):  # below: sent and counted the first time
+                    dead.send(record, f"undecodable: the record key {record.key!r} is not a run path entity/project/run_id")
+                    undecodable[record.partition] = undecodable.get(record.partition, 0) + 1
                 continue
             groups.setdefault((path, record.partition), []).append(record)
 
         writes, pending = self._fold_groups(groups, dead, undecodable)
+        self._add_due_states(writes, pending, everything=False)
         dead.flush()
         known = {p: self._known[p] for p in next_offsets if p in self._known}
         folded, runs = time.monotonic(), len(writes)
         results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
         self._check_moved(results)
         retries = [pending[i] for i, r in enumerate(results) if r == CONFLICT]
+        self._stored(writes, results)
         if retries:
             self.report.conflicts += len(retries)
             self._check_not_lost([w for w, r in zip(writes, results, strict=True) if r == CONFLICT])
             for key, _ in retries:
-                self._cache.pop(key[0], None)
+                self._forget(key[0])
             writes, _ = self._fold_groups(OrderedDict(retries), dead, None)
             dead.flush()
             results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
@@ -327,9 +367,91 @@ class Consumer:
         if self.on_timing is not None:
             self.on_timing(_timing(records, runs, poll_s, folded - began, time.monotonic() - folded, polled_ms))
         self._kafka.commit(next_offsets)
-        while len(self._cache) > self.max_cached_runs:
-            path, _ = self._cache.popitem(last=False)
-            self._partition_of.pop(path, None)
+        self._evict()
+
+    def store_states(self, *, everything: bool = True) -> None:
+        """Store the fold states that differ from the stored ones (*everything*: all that can be; else the due
+        ones), without records: used when the consumer is idle and when it stops."""
+        writes: list[RunWrite] = []
+        self._add_due_states(writes, [], everything=everything)
+        if writes:
+            results = self.store.apply(writes, {}, live=self.live)
+            self._check_moved(results)
+            self._stored(writes, results)
+            if CONFLICT in results:  # another writer, or Redis lost writes: start over from what Redis holds
+                self._check_not_lost([w for w, r in zip(writes, results, strict=True) if r == CONFLICT])
+                for w, r in zip(writes, results, strict=True):
+                    if r == CONFLICT:
+                        self._forget(w.run_path)
+
+    def _add_due_states(self, writes: list[RunWrite], pending: list[tuple[tuple[str, int], list[Record]]], *,
+                        everything: bool) -> None:
+        """Give the runs whose state is due for storing (the oldest first) their state: in their write of this
+        batch, or in a write of their own that changes no view (it names the applied offset, so the script skips
+        the views and stores the state)."""
+        if not self._dirty:
+            return
+        now = time.monotonic()
+        index = {w.run_path: i for i, w in enumerate(writes)}
+        taken = 0
+        for path in list(self._dirty):
+            cached = self._cache.get(path)
+            if cached is None or cached.dirty_since is None:
+                self._dirty.pop(path, None)
+                continue
+            age = now - cached.dirty_since
+            if not everything and (age < STATE_EVERY_S or (taken >= STATES_PER_BATCH and age < 4 * STATE_EVERY_S)):
+                break
+            if cached.folded != cached.applied:  # still folding again what its views hold: not storable yet
+                continue
+            taken += 1
+            state = state_to_bytes(cached.state)
+            i = index.get(path)
+            if i is not None:
+                writes[i].state = state
+                writes[i].state_at = dict(cached.folded)
+                continue
+            partition = self._partition_of[path]
+            offset = cached.applied[partition]
+            writes.append(RunWrite(run_path=path, partition=partition, offset=offset, expected_prev=offset, state=state,
+                                   updated_ms=cached.updated_ms, state_at=dict(cached.folded)))
+            pending.append(((path, partition), []))
+
+    def _stored(self, writes: list[RunWrite], results: list[int]) -> None:
+        """Note what Redis now holds: the states of the writes that were not conflicts (stored, or Redis kept a
+        newer one), and the lag set entries of the views written without a state."""
+        for write, result in zip(writes, results, strict=True):
+            cached = self._cache.get(write.run_path)
+            if cached is None or result == CONFLICT:
+                continue
+            if not write.state:
+                if result == APPLIED:
+                    cached.lagging.add(write.partition)
+                continue
+            cached.stored = dict(write.state_at)
+            cached.first_unstored = {}
+            cached.lagging = set()
+            if cached.folded == write.state_at:
+                cached.dirty_since = None
+                self._dirty.pop(write.run_path, None)
+
+    def _forget(self, path: str) -> None:
+        self._cache.pop(path, None)
+        self._partition_of.pop(path, None)
+        self._dirty.pop(path, None)
+
+    def _evict(self) -> None:
+        """Keep at most max_cached_runs states cached, dropping the least recently used ones whose state Redis
+        holds (one that differs from the stored state stays until it is stored: dropping it would lose records)."""
+        excess = len(self._cache) - self.max_cached_runs
+        if excess <= 0:
+            return
+        for path in list(self._cache):
+            if excess <= 0:
+                break
+            if path not in self._dirty:
+                self._forget(path)
+                excess -= 1
 
     def _check_not_lost(self, conflicts: list[RunWrite]) -> None:
         """A conflict where Redis holds an older applied offset than the one our cached state was built on means
@@ -337,7 +459,7 @@ class Consumer:
         the Redis checkpoint (a newer offset means another writer, handled by refolding the batch)."""
         stored = self.store.load_runs([w.run_path for w in conflicts])
         for w in conflicts:
-            applied = stored[w.run_path][1].get(w.partition)
+            applied = stored[w.run_path].applied.get(w.partition)
             if w.expected_prev is not None and (applied is None or applied < w.expected_prev):
                 raise StoreUnavailable(
                     f"Redis lost writes it had acknowledged: run {w.run_path} is at offset {applied} of partition "
@@ -353,43 +475,67 @@ class Consumer:
         missing = [p for p in paths if p not in self._cache]
         if not missing:
             return
-        for path, (blob, applied) in self.store.load_runs(missing).items():
-            if blob is None:
+        for path, stored in self.store.load_runs(missing).items():
+            if stored.state is None:
                 entity, project, run_id = path.split("/")
                 state = new_run_state(entity, project, run_id)
             else:
-                state = state_from_bytes(blob)
-            self._cache[path] = _Cached(state, applied, _events_of(state), 0)
+                state = state_from_bytes(stored.state)
+            lagging = {p for p, offset in stored.applied.items() if stored.state_at.get(p, -1) < offset}
+            self._cache[path] = _Cached(state, stored.applied, dict(stored.state_at), dict(stored.state_at),
+                                        _events_of(state), int(state.updated or 0), lagging=lagging)
 
     def _fold_groups(
         self, groups: _Groups, dead: DeadLetterProducer, undecodable: dict[int, int] | None
     ) -> tuple[list[RunWrite], list[tuple[tuple[str, int], list[Record]]]]:
-        """Fold each run's records; *undecodable* (None on a retry) collects the records that are not events."""
+        """Fold each run's records; *undecodable* (None on a retry) collects the records that are not events.
+
+        A record the stored state holds is skipped; one the views hold but the cached state does not (read again
+        after a restart, the state being stored less often than the views) is folded into the state only."""
         self._load(list(dict.fromkeys(path for path, _ in groups)))
         writes: list[RunWrite] = []
         pending: list[tuple[tuple[str, int], list[Record]]] = []
+        now = time.monotonic()
         for (path, partition), records in groups.items():
             cached = self._cache[path]
             self._cache.move_to_end(path)
             self._partition_of[path] = partition
             applied = cached.applied.get(partition)
+            folded = cached.folded.get(partition)
+            known = self._known.get(partition, 0)
             rejected = 0
             last_offset = None
+            again: list[tuple[list[Record], tuple[str, Any]]] = []  # in the views already
             units: list[tuple[list[Record], tuple[str, Any]]] = []
             for record in records:
-                done = applied is not None and record.offset <= applied  # re-read after a crash or a seek back
+                if folded is not None and record.offset <= folded:  # in the state already
+                    continue
                 try:
                     decoded = codec.decode(record.value or b"")
                     if _joined_path(decoded) != path:  # equal to the checked key path: valid, no need to check again
                         inside = run_path_of(decoded)
                         raise ValidationError(f"the record key {path!r} is not the run path of its events ({inside!r})")
                 except (CodecError, ValidationError) as exc:
-                    if undecodable is not None:  # counted with the checkpoint, so exactly once even on re-reads
+                    if undecodable is not None and record.offset >= known:  # counted with the checkpoint: once
                         dead.send(record, f"undecodable: {exc}")
                         undecodable[partition] = undecodable.get(partition, 0) + 1
                     continue
-                if not done:
-                    units.append(([record], decoded))
+                if partition not in cached.stored and partition not in cached.first_unstored:
+                    cached.first_unstored[partition] = record.offset
+                (again if applied is not None and record.offset <= applied else units).append(([record], decoded))
+            if again:
+                for _, decoded in merge_log_records(again):
+                    with contextlib.suppress(MetricfoldError):  # its refusals went to the dead letters the first time
+                        fold_record(cached.state, decoded, limits=self.limits)
+                folded = cached.folded[partition] = again[-1][0][-1].offset
+                self._mark_dirty(path, cached, now)
+                if folded == applied:  # the state holds what the views hold again: what they show is published
+                    take_changes(cached.state)
+                    cached.events = _events_of(cached.state)
+                    cached.updated_ms = int(cached.state.updated or cached.updated_ms)
+            if units and folded != applied:
+                raise _ResumeNeeded(f"the stored state of run {path} lacks records of partition {partition} before "
+                                    f"offset {units[0][0][0].offset}")
             for unit_records, decoded in merge_log_records(units):
                 last_offset = unit_records[-1].offset
                 try:
@@ -412,25 +558,39 @@ class Consumer:
             changes = take_changes(cached.state)
             events = _events_of(cached.state)
             updated = int(changes.meta.get("updated", cached.updated_ms) or 0)
+            stored_at = cached.stored.get(partition)
+            if partition in cached.lagging:
+                lacks_from = None  # Redis has the run in the lag set already
+            elif stored_at is not None:
+                lacks_from = stored_at + 1
+            else:
+                lacks_from = cached.first_unstored[partition]
             write = RunWrite(
                 run_path=path,
                 partition=partition,
                 offset=last_offset,
                 expected_prev=applied,
-                state=state_to_bytes(cached.state),
+                state=b"",
                 updated_ms=updated,
                 changes=changes,
                 events=events - cached.events,
                 dead_letters=rejected,
+                lacks_from=lacks_from,
             )
             writes.append(write)
             pending.append(((path, partition), records))
-            cached.applied[partition] = last_offset
+            cached.applied[partition] = cached.folded[partition] = last_offset
             cached.events = events
             cached.updated_ms = updated
+            self._mark_dirty(path, cached, now)
             self.report.events_applied += write.events
             self.report.dead_letters += rejected
         return writes, pending
+
+    def _mark_dirty(self, path: str, cached: _Cached, now: float) -> None:
+        if cached.dirty_since is None:
+            cached.dirty_since = now
+            self._dirty[path] = None
 
 
 def _source_of(records: list[Record], seq: int | None) -> Record:

@@ -9,19 +9,24 @@ Key layout (SPEC §5; `<ns>` = namespace, `<gen>` = generation, `<run>` = entity
     <ns>:<gen>:run:{<run>}:meta              hash    state, created, updated, name, config, tags, events, ...
     <ns>:<gen>:run:{<run>}:tensors           hash    display path of a tensor -> sha256 of its .npy bytes
     <ns>:<gen>:run:{<run>}:blob:<sha256>     string  .npy bytes
-    <ns>:<gen>:run:{<run>}:state             string  the fold state (consumer-private)
-    <ns>:<gen>:run:{<run>}:applied           hash    partition -> offset of the last record applied to the run
+    <ns>:<gen>:run:{<run>}:state             string  the fold state (consumer-private; stored every few seconds)
+    <ns>:<gen>:run:{<run>}:stateat           hash    partition -> offset of the last record the stored state holds
+    <ns>:<gen>:run:{<run>}:applied           hash    partition -> offset of the last record applied to the views
     <ns>:<gen>:project:{<proj>}:runs         zset    run_id by last update (ms)
     <ns>:<gen>:project:{<proj>}:by:<path>    zset    run_id by the numeric flat value at <path>
     <ns>:<gen>:project:{<proj>}:paths        set     flat paths seen in the project (the column picker)
     <ns>:<gen>:projects                      set     entity/project of every project
-    <ns>:<gen>:checkpoint:<topic>            hash    partition -> next offset to read (where a consumer seeks)
+    <ns>:<gen>:checkpoint:<topic>            hash    partition -> next offset to read (everything before is applied)
+    <ns>:<gen>:lag:<topic>:<partition>       zset    run path by the first offset its stored state lacks: the runs
+                                                     whose state is older than their views (a consumer seeks to
+                                                     the lowest, or to the checkpoint when the set is empty)
     <ns>:<gen>:stats                         hash    events, dead_letters, undecodable (counted exactly once)
     channel <ns>:<gen>:changes:<proj>                pub/sub: the run_id of each run that changed
 
 Writes go through two Lua scripts (consumer/lua.py), sent together in one pipeline per consumer batch: `apply_runs` writes
-the state, views, indexes and applied offset of up to RUNS_PER_CALL runs, each run in one atomic step, and skips a run's
-batch it has already applied; `checkpoint` advances a partition's checkpoint only forwards.
+the views, indexes and applied offset of up to RUNS_PER_CALL runs (and the state of those the consumer stores this
+time), each run in one atomic step, and skips a run's batch it has already applied; `checkpoint` advances a
+partition's checkpoint only forwards.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio
@@ -41,7 +46,10 @@ from consumer.lua import APPLY_RUNS, CHECKPOINT, READ_PROJECTS, READ_RUN, READ_T
 from schemas.errors import RunNotFound, StoreUnavailable
 from schemas.settings import Settings
 
-__all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "ChangeFeed", "Keys", "RunWrite", "Store", "TablePage", "redis_client"]
+__all__ = [
+    "APPLIED", "CONFLICT", "MOVED", "SKIPPED",
+    "ChangeFeed", "Keys", "RunWrite", "Store", "StoredRun", "TablePage", "redis_client",
+]
 
 APPLIED, SKIPPED, CONFLICT, MOVED = 1, 0, -1, -2
 
@@ -76,6 +84,10 @@ class Keys:
     def checkpoint(self, topic: str) -> str:
         return f"{self.prefix}:checkpoint:{topic}"
 
+    def lag(self, topic: str, partition: int | str = "") -> str:
+        """The partition's lag set (with no partition: the prefix the Lua script completes)."""
+        return f"{self.prefix}:lag:{topic}:{partition}"
+
     @property
     def stats(self) -> str:
         return f"{self.prefix}:stats"
@@ -95,6 +107,14 @@ class TablePage:
     paths: list[str]  # the project's numeric flat paths, sorted (sortable; the column picker)
 
 
+class StoredRun(NamedTuple):
+    """What Redis holds of one run for the consumer (`Store.load_runs`)."""
+
+    state: bytes | None  #: the stored fold state (None: none yet)
+    applied: dict[int, int]  #: partition -> offset of the last record applied to the views
+    state_at: dict[int, int]  #: partition -> offset of the last record the stored state holds
+
+
 @dataclasses.dataclass
 class RunWrite:
     """Everything one consumer batch changed for one run, applied atomically by `apply_runs`."""
@@ -102,12 +122,16 @@ class RunWrite:
     run_path: str
     partition: int
     offset: int  # offset of the last record of the batch for this run
-    expected_prev: int | None  # the applied offset the state was built on (None: a new run)
-    state: bytes
+    expected_prev: int | None  # the applied offset the views were built on (None: a new run)
+    state: bytes  # the fold state to store, b"" to store none this time
     updated_ms: int
     changes: Changes = dataclasses.field(default_factory=Changes)  # the views' changes (consumer.fold)
     events: int = 0
     dead_letters: int = 0
+    #: without a state: the first offset of the run's records that the stored state lacks (None: Redis knows it
+    #: already, from an earlier write since the state was last stored)
+    lacks_from: int | None = None
+    state_at: dict[int, int] = dataclasses.field(default_factory=dict)  # with a state: partition -> last offset in it
 
 
 def _client_options(settings: Settings) -> dict[str, Any]:
@@ -166,13 +190,13 @@ def _chunks(writes: Sequence[RunWrite]) -> Iterator[Sequence[RunWrite]]:
         yield writes[start:]
 
 
-def _apply_args(keys: Keys, writes: Sequence[RunWrite], live: bool) -> list[str | bytes]:
+def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool) -> list[str | bytes]:
     """APPLY_RUNS's arguments for *writes* (see consumer/lua.py): the runs' changes as one JSON document (json's
     C encoder, and one Redis argument instead of ~60 per run: packing those cost more than the Lua call itself),
     then the states and the tensor blobs as binary arguments."""
     runs: list[list[Any]] = []
     blobs: list[bytes] = []
-    first_blob = 4 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
+    first_blob = 5 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
     for w in writes:
         c = w.changes
         project_path, _, run_id = w.run_path.rpartition("/")
@@ -185,10 +209,11 @@ def _apply_args(keys: Keys, writes: Sequence[RunWrite], live: bool) -> list[str 
             "" if w.expected_prev is None else str(w.expected_prev), str(w.updated_ms), str(w.events),
             str(w.dead_letters), c.summary_set, c.summary_del, c.flat_set, c.flat_del, c.meta, c.meta_del,
             c.tensors_set, c.tensors_del, {path: repr(float(n)) for path, n in c.numeric_set.items()}, c.numeric_del,
-            named,
+            named, "" if w.lacks_from is None else str(w.lacks_from),
+            {str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
         ])
     document = json.dumps(runs, ensure_ascii=False, separators=(",", ":"))
-    return [keys.generation if live else "", keys.prefix, document, *(w.state for w in writes), *blobs]
+    return [keys.generation if live else "", keys.prefix, document, keys.lag(topic), *(w.state for w in writes), *blobs]
 
 
 class Store:
@@ -267,19 +292,37 @@ class Store:
             raw = self.client.hgetall(self.keys.checkpoint(topic))
         return {int(p): int(o) for p, o in raw.items()}
 
-    def load_runs(self, run_paths: Sequence[str]) -> dict[str, tuple[bytes | None, dict[int, int]]]:
-        """The stored fold state and applied offsets of each run, read together (one round trip)."""
+    def resume_points(self, topic: str) -> dict[int, int]:
+        """Where a consumer starts reading each partition: its checkpoint, or the first offset a run's stored
+        state lacks if that is lower (the lag set), so that every state can be folded up to its views again."""
+        keys = self.keys
+        with _mapped(self.settings):
+            checkpoints = {int(p): int(o) for p, o in self.client.hgetall(keys.checkpoint(topic)).items()}
+            pipe = self.client.pipeline(transaction=False)
+            for partition in checkpoints:
+                pipe.zrange(keys.lag(topic, partition), 0, 0, withscores=True)
+            lowest = pipe.execute()
+        return {
+            p: min([o, *(int(score) for _, score in first)]) for (p, o), first in zip(checkpoints.items(), lowest, strict=True)
+        }
+
+    def load_runs(self, run_paths: Sequence[str]) -> dict[str, StoredRun]:
+        """The stored fold state of each run with the offsets it holds and the views' applied offsets (one round
+        trip). A state stored before `stateat` existed holds exactly what the views do."""
         keys = self.keys
         with _mapped(self.settings):
             pipe = self.client.pipeline(transaction=False)
             for path in run_paths:
                 pipe.get(keys.run(path, "state"))
                 pipe.hgetall(keys.run(path, "applied"))
+                pipe.hgetall(keys.run(path, "stateat"))
             replies = pipe.execute()
-        result: dict[str, tuple[bytes | None, dict[int, int]]] = {}
+        result: dict[str, StoredRun] = {}
         for i, path in enumerate(run_paths):
-            state, applied = replies[2 * i], replies[2 * i + 1]
-            result[path] = (state, {int(p): int(o) for p, o in applied.items()})
+            state, applied, state_at = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            views = {int(p): int(o) for p, o in applied.items()}
+            held = {int(p): int(o) for p, o in state_at.items()} if state_at else (dict(views) if state else {})
+            result[path] = StoredRun(state, views, held)
         return result
 
     def apply(
@@ -306,7 +349,7 @@ class Store:
             calls: list[tuple[Any, list[str], list[Any]]]
             if writes:
                 chunks = list(_chunks(writes))
-                calls = [(self._apply, [keys.active], _apply_args(keys, chunk, live)) for chunk in chunks]
+                calls = [(self._apply, [keys.active], _apply_args(keys, topic, chunk, live)) for chunk in chunks]
                 for chunk, replies in zip(chunks, self._evalsha_all(calls), strict=True):
                     results += [MOVED] * len(chunk) if replies == MOVED else [int(r) for r in replies]
             if CONFLICT not in results and MOVED not in results and checkpoints:

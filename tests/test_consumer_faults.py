@@ -74,10 +74,11 @@ def test_two_consumers_in_one_group_share_partitions_and_match_one_consumer(sett
     with Store(settings) as store:
         while time.monotonic() < deadline and store.stats().get("events", 0) < expected_events:
             time.sleep(0.5)
-        digest = digest_generation(store)
     for proc, log in zip((first, second), logs, strict=True):
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # each stores its runs' fold states as it stops
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    with Store(settings) as store:
+        digest = digest_generation(store)
 
     expected_digest, expected_stats = clean_fold_digest(settings)
 
@@ -252,3 +253,129 @@ def test_offset_commits_are_sent_at_most_once_a_second_and_the_last_offsets_at_c
     finally:
         probe.close()
     assert {tp: committed[tp] for tp in partitions if ends[tp]} == {tp: end for tp, end in ends.items() if end}
+
+
+def _fold_without_storing_states(settings: Settings) -> None:
+    """A consumer that folds the whole topic into the views, then dies before it stored any fold state."""
+    from consumer.runner import Consumer
+
+    consumer = Consumer(settings)
+    try:
+        kafka = consumer._connect()
+        ends = kafka.topic_end_offsets()
+        deadline = time.monotonic() + 60
+        while consumer.store.checkpoints(settings.topic) != {p: end for p, end in ends.items() if end}:
+            assert time.monotonic() < deadline, "the first consumer did not fold the topic in 60 s"
+            records = kafka.poll(timeout_ms=200, max_records=50)
+            if records:
+                consumer.process(records)
+    finally:
+        consumer.close()  # no store_states(): as if killed
+
+
+def test_a_consumer_that_dies_before_storing_its_states_is_followed_by_one_that_reads_back_for_them(
+    settings: Settings,
+) -> None:
+    from support import produce_stream
+
+    produce_stream(settings, runs=4, events_per_run=400, seed=11)
+    envelope = {"entity": "team", "project": "vision", "run_id": "r1", "producer_id": "p-1", "ts_ms": 1}
+    refused = codec.encode(  # a rule-breaking event (dead letter) and a record that is not an event (undecodable)
+        "metricfold.DefineMetric",
+        {**envelope, "seq": 0, "name": "acc", "summary": ["best"], "objective": None, "step_metric": None,
+         "hidden": False, "overwrite": False},
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka, acks="all")
+    producer.send(settings.topic, key=b"team/vision/r1", value=refused)
+    producer.send(settings.topic, key=b"team/vision/r1", value=b"not avro at all")
+    producer.flush()
+    producer.close()
+
+    _fold_without_storing_states(settings)
+    with Store(settings) as store:
+        checkpoints, resume = store.checkpoints(settings.topic), store.resume_points(settings.topic)
+        views_stats = store.stats()
+    assert any(resume[p] < checkpoints[p] for p in checkpoints)  # the views are ahead of the stored states
+
+    from consumer.runner import Consumer
+
+    second = Consumer(settings)
+    try:
+        report = second.run(until_caught_up=True)
+    finally:
+        second.close()
+
+    with Store(settings) as store:
+        digest, stats = digest_generation(store), store.stats()
+        assert store.resume_points(settings.topic) == store.checkpoints(settings.topic)  # every state stored
+    dead = read_full_records(settings, 3, timeout=5.0, topic=settings.dead_letter_topic)
+    assert len(dead) == 2  # the records read again were not sent to the dead-letter topic again ...
+    assert report.events_applied == 0 and report.dead_letters == 0 and report.undecodable == 0
+    expected_digest, expected_stats = clean_fold_digest(settings)  # (its dead letters go to the same topic)
+    assert stats == views_stats == expected_stats  # ... nor counted again
+    assert digest == expected_digest
+
+
+def test_an_idle_consumer_stores_every_fold_state_and_a_busy_one_each_within_state_every_s(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consumer.runner as runner
+
+    from support import produce_stream
+
+    produce_stream(settings, runs=3, events_per_run=200, seed=5)
+    _fold_without_storing_states(settings)  # (its own states: lost; the next consumer reads back for them)
+    monkeypatch.setattr(runner, "STATE_EVERY_S", 0.0)  # due at once: stored with the batch that folds them
+    consumer = runner.Consumer(settings)
+    try:
+        kafka = consumer._connect()
+        while not consumer.caught_up():
+            records = kafka.poll(timeout_ms=200, max_records=50)
+            if records:
+                consumer.process(records)  # never idle here: each state is stored with a batch
+        assert not consumer._dirty
+    finally:
+        consumer.close()
+    with Store(settings) as store:
+        digest = digest_generation(store)
+    assert digest == clean_fold_digest(settings)[0]
+
+
+def test_after_reading_back_the_views_are_diffed_against_what_redis_shows_not_the_stored_state(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """loss 1.0 (state stored), 0.5 (views only, then the consumer dies), 1.0 again: the next consumer folds 0.5
+    into the stored state again, and must then write 1.0, although the stored state showed 1.0 too."""
+    import consumer.runner as runner
+
+    def log(loss: float) -> None:
+        run = mf.init(entity="team", project="vision", run_id="r1", settings=settings)
+        run.log({"loss": loss})
+        run.finish()
+
+    def fold(state_every_s: float) -> None:
+        monkeypatch.setattr(runner, "STATE_EVERY_S", state_every_s)
+        consumer = runner.Consumer(settings)
+        try:
+            kafka = consumer._connect()
+            ends = {p: end for p, end in kafka.topic_end_offsets().items() if end}
+            while consumer.store.checkpoints(settings.topic) != ends:
+                records = kafka.poll(timeout_ms=200)
+                if records:
+                    consumer.process(records)
+        finally:
+            consumer.close()  # no store_states()
+
+    log(1.0)
+    fold(0.0)  # stored with the batch
+    log(0.5)
+    fold(3600.0)  # the views show 0.5; the stored state still 1.0
+    with Store(settings) as store:
+        assert store.read_run("team/vision/r1")["summary"]["loss"] == 0.5
+    log(1.0)
+    consume_all(settings)
+
+    with Store(settings) as store:
+        assert store.read_run("team/vision/r1")["summary"]["loss"] == 1.0
+        digest = digest_generation(store)
+    assert digest == clean_fold_digest(settings)[0]

@@ -189,13 +189,14 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
 
 
 def wait_caught_up(settings: Settings, timeout: float = 180.0) -> bool:
-    """Wait until the Redis checkpoints reach the end of every partition; False if they do not in time."""
+    """Wait until Redis holds every record of every partition, in the views and in the stored fold states (the
+    resume points reach the end offsets); False if it does not in time."""
     ends = _end_offsets(settings)
     deadline = time.monotonic() + timeout
     with Store(settings) as store:
         while time.monotonic() < deadline:
-            checkpoints = store.checkpoints(settings.topic)
-            if all(checkpoints.get(p, 0) >= end for p, end in ends.items()):
+            resume = store.resume_points(settings.topic)
+            if all(resume.get(p, 0) >= end for p, end in ends.items()):
                 return True
             time.sleep(0.3)
     return False
