@@ -456,7 +456,7 @@ class Consumer:
     def _check_not_lost(self, conflicts: list[RunWrite]) -> None:
         """A conflict where Redis holds an older applied offset than the one our cached state was built on means
         Redis lost writes it had acknowledged: refolding only this batch would leave a gap, so start over from
-        the Redis checkpoint (a newer offset means another writer, handled by refolding the batch)."""
+        the Redis resume points (a newer offset means another writer, handled by refolding the batch)."""
         stored = self.store.load_runs([w.run_path for w in conflicts])
         for w in conflicts:
             applied = stored[w.run_path].applied.get(w.partition)
