@@ -7,11 +7,27 @@ a read never mixes two generations. The key layout is in consumer/store.py's doc
 
 __all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_PROJECTS", "READ_RUN", "READ_TABLE"]
 
-APPLY_RUNS = """
+_ADVANCE = """
+-- Advance a partition's checkpoint (only forwards) and count the batch's undecodable records once. Returns 1
+-- advanced, 0 already there, -1 Redis holds less than the checkpoint the caller knows it held ('' = unknown):
+-- it lost writes it had acknowledged (a crash with AOF everysec); then nothing is written.
+local function advance(hash, stats, partition, next_offset, undecodable, known)
+  local current = redis.call('HGET', hash, partition)
+  if known ~= '' and tonumber(current or '-1') < tonumber(known) then return -1 end
+  if current and tonumber(current) >= tonumber(next_offset) then return 0 end
+  redis.call('HSET', hash, partition, next_offset)
+  if tonumber(undecodable) > 0 then redis.call('HINCRBY', stats, 'undecodable', undecodable) end
+  return 1
+end
+"""
+
+APPLY_RUNS = _ADVANCE + """
 -- KEYS: 1 <ns>:active
 -- ARGV: 1 generation that must be active ('' = do not check), 2 key prefix '<ns>:<gen>', 3 JSON array of runs,
---       4 lag key prefix '<ns>:<gen>:lag:<topic>:' (+ partition), then each run's state in the order of the runs
---       ('' = the state is not stored this time), then the tensor blobs (each run names its blobs' ARGV index)
+--       4 lag key prefix '<ns>:<gen>:lag:<topic>:' (+ partition), 5 the batch's checkpoints as JSON
+--       [checkpoint hash, stats hash, [[partition, next offset, undecodable records, known checkpoint or ''], ..]]
+--       ('' = none in this call), then each run's state in the order of the runs ('' = the state is not stored
+--       this time), then the tensor blobs (each run names its blobs' ARGV index)
 -- A run: [run path, project path, run_id, partition, offset, expected previous offset ('' = none), updated ms,
 --         events applied, dead letters, summary {field: value}, summary [removed], flat {..}, flat [..], meta {..},
 --         meta [..], tensors {..}, tensors [..], numeric {flat path: score}, numeric [removed paths], {sha: ARGV index},
@@ -24,6 +40,7 @@ APPLY_RUNS = """
 -- Returns -2 when the generation is no longer the active one (a replay switched it; nothing written), else one
 -- result per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run
 -- is written as one step, and the whole call is atomic. A state is stored (1 or 0) unless Redis holds a newer one.
+-- With checkpoints, returns {results, one `advance` result per checkpoint}; they advance only when no run got -1.
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
 local prefix = ARGV[2]
 local runs = cjson.decode(ARGV[3])
@@ -52,7 +69,7 @@ for i, r in ipairs(runs) do
   local rk = prefix .. ':run:{' .. r[1] .. '}:'
   local pk = prefix .. ':project:{' .. r[2] .. '}:'
   local applied = redis.call('HGET', rk .. 'applied', r[4])
-  local state = ARGV[4 + i]
+  local state = ARGV[5 + i]
   if applied and tonumber(applied) >= tonumber(r[5]) then
     out[i] = 0
   elseif (applied or '') ~= r[6] then
@@ -107,7 +124,15 @@ for project, known in pairs(paths) do
 end
 if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end
 if dead > 0 then redis.call('HINCRBY', prefix .. ':stats', 'dead_letters', dead) end
-return out
+if ARGV[5] == '' then return out end
+local checkpoints, advanced = cjson.decode(ARGV[5]), {}
+for _, result in ipairs(out) do
+  if result == -1 then return {out, advanced} end
+end
+for i, c in ipairs(checkpoints[3]) do
+  advanced[i] = advance(checkpoints[1], checkpoints[2], c[1], c[2], c[3], c[4])
+end
+return {out, advanced}
 """
 
 READ_RUN = """
@@ -167,14 +192,9 @@ end
 return {gen, out, redis.call('HGETALL', prefix .. 'stats')}
 """
 
-CHECKPOINT = """
+CHECKPOINT = _ADVANCE + """
 -- KEYS: 1 checkpoint hash, 2 stats; ARGV: 1 partition, 2 next offset, 3 undecodable records in the batch,
--- 4 the checkpoint the caller knows Redis held ('' = none). Returns 1 advanced, 0 already there, -1 Redis holds
--- less than that: it lost writes it had acknowledged (a crash with AOF everysec); then nothing is written.
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if ARGV[4] ~= '' and tonumber(current or '-1') < tonumber(ARGV[4]) then return -1 end
-if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'undecodable', ARGV[3]) end
-return 1
+-- 4 the checkpoint the caller knows Redis held ('' = none). (Used when a batch's writes took more than one
+-- apply_runs call, or there were none; otherwise apply_runs advances the checkpoints itself.)
+return advance(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """

@@ -190,13 +190,13 @@ def _chunks(writes: Sequence[RunWrite]) -> Iterator[Sequence[RunWrite]]:
         yield writes[start:]
 
 
-def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool) -> list[str | bytes]:
+def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, checkpoints: str = "") -> list[str | bytes]:
     """APPLY_RUNS's arguments for *writes* (see consumer/lua.py): the runs' changes as one JSON document (json's
     C encoder, and one Redis argument instead of ~60 per run: packing those cost more than the Lua call itself),
     then the states and the tensor blobs as binary arguments."""
     runs: list[list[Any]] = []
     blobs: list[bytes] = []
-    first_blob = 5 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
+    first_blob = 6 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
     for w in writes:
         c = w.changes
         project_path, _, run_id = w.run_path.rpartition("/")
@@ -213,7 +213,8 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool) 
             {str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
         ])
     document = json.dumps(runs, ensure_ascii=False, separators=(",", ":"))
-    return [keys.generation if live else "", keys.prefix, document, keys.lag(topic), *(w.state for w in writes), *blobs]
+    return [keys.generation if live else "", keys.prefix, document, keys.lag(topic), checkpoints,
+            *(w.state for w in writes), *blobs]
 
 
 class Store:
@@ -344,23 +345,32 @@ class Store:
         """
         keys = self.keys
         topic = self.settings.topic
+        rows = [
+            [str(p), str(o), str((undecodable or {}).get(p, 0)), "" if known is None or p not in known else str(known[p])]
+            for p, o in checkpoints.items()
+        ]
         with _mapped(self.settings):
             results: list[int] = []
+            advanced: list[int] | None = None
             calls: list[tuple[Any, list[str], list[Any]]]
             if writes:
                 chunks = list(_chunks(writes))
-                calls = [(self._apply, [keys.active], _apply_args(keys, topic, chunk, live)) for chunk in chunks]
+                # one call (most batches): it advances the checkpoints too, so the batch takes one round trip
+                merged = json.dumps([keys.checkpoint(topic), keys.stats, rows]) if rows and len(chunks) == 1 else ""
+                calls = [(self._apply, [keys.active], _apply_args(keys, topic, chunk, live, merged)) for chunk in chunks]
                 for chunk, replies in zip(chunks, self._evalsha_all(calls), strict=True):
-                    results += [MOVED] * len(chunk) if replies == MOVED else [int(r) for r in replies]
-            if CONFLICT not in results and MOVED not in results and checkpoints:
-                calls = []
-                for partition, next_offset in checkpoints.items():
-                    bad = (undecodable or {}).get(partition, 0)
-                    seen = "" if known is None or partition not in known else known[partition]
-                    calls.append((self._checkpoint, [keys.checkpoint(topic), keys.stats], [partition, next_offset, bad, seen]))
-                if -1 in (int(r) for r in self._evalsha_all(calls)):
-                    raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
-                                           "it lost writes (restarted without its last fsync?)")
+                    if replies == MOVED:
+                        results += [MOVED] * len(chunk)
+                        continue
+                    if merged:
+                        replies, advanced = replies
+                    results += [int(r) for r in replies]
+            if advanced is None and CONFLICT not in results and MOVED not in results and rows:
+                calls = [(self._checkpoint, [keys.checkpoint(topic), keys.stats], row) for row in rows]
+                advanced = self._evalsha_all(calls)
+            if advanced is not None and -1 in (int(r) for r in advanced):
+                raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
+                                       "it lost writes (restarted without its last fsync?)")
         return results
 
     def _evalsha_all(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:

@@ -379,3 +379,27 @@ def test_after_reading_back_the_views_are_diffed_against_what_redis_shows_not_th
         assert store.read_run("team/vision/r1")["summary"]["loss"] == 1.0
         digest = digest_generation(store)
     assert digest == clean_fold_digest(settings)[0]
+
+
+@pytest.mark.parametrize("runs", [3, 205])  # one apply_runs call (it advances the checkpoints), or two
+def test_a_batch_advances_its_checkpoints_only_when_none_of_its_runs_conflicts(settings: Settings, runs: int) -> None:
+    import dataclasses
+
+    from consumer.store import CONFLICT, RUNS_PER_CALL
+
+    assert (runs > RUNS_PER_CALL) == (runs == 205)
+    writes = [RunWrite(run_path=f"team/vision/r{i}", partition=0, offset=i, expected_prev=None, state=b"", updated_ms=1)
+              for i in range(runs)]
+    with Store(settings) as store:
+        store.ensure_generation()
+        assert store.apply(writes, {0: runs}) == [APPLIED] * runs
+        assert store.checkpoints(settings.topic) == {0: runs}
+
+        again = [dataclasses.replace(w, offset=w.offset + 1000, expected_prev=w.offset) for w in writes]
+        again[-1] = dataclasses.replace(again[-1], expected_prev=runs + 7)  # not what Redis holds: a conflict
+        assert store.apply(again, {0: runs + 1000}) == [APPLIED] * (runs - 1) + [CONFLICT]
+        assert store.checkpoints(settings.topic) == {0: runs}  # not moved past the conflicting run
+
+        again[-1] = dataclasses.replace(again[-1], expected_prev=runs - 1)
+        assert store.apply(again, {0: runs + 1000}) == [SKIPPED] * (runs - 1) + [APPLIED]
+        assert store.checkpoints(settings.topic) == {0: runs + 1000}
