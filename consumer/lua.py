@@ -54,14 +54,15 @@ local function hset(key, map)
   end
   if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
 end
-local function hdel(key, list)
+local function each_chunk(command, key, list)
   local i = 1
   while i <= #list do
     local j = math.min(i + 999, #list)
-    redis.call('HDEL', key, unpack(list, i, j))
+    redis.call(command, key, unpack(list, i, j))
     i = j + 1
   end
 end
+local function hdel(key, list) each_chunk('HDEL', key, list) end
 local out, written, events, dead = {}, 0, 0, 0
 local paths = {}  -- project path -> {numeric flat path: true}: one SADD per project and call, not one per run and path
 for i, r in ipairs(runs) do
@@ -114,12 +115,7 @@ end
 for project, known in pairs(paths) do
   local members = {}
   for path in pairs(known) do members[#members + 1] = path end
-  local i = 1
-  while i <= #members do
-    local j = math.min(i + 999, #members)
-    redis.call('SADD', prefix .. ':project:{' .. project .. '}:paths', unpack(members, i, j))
-    i = j + 1
-  end
+  each_chunk('SADD', prefix .. ':project:{' .. project .. '}:paths', members)
   redis.call('SADD', prefix .. ':projects', project)
 end
 if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end
