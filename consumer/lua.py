@@ -30,7 +30,8 @@ APPLY_RUNS = _ADVANCE + """
 --       this time), then the tensor blobs (each run names its blobs' ARGV index)
 -- A run: [run path, project path, run_id, partition, offset, expected previous offset ('' = none), updated ms,
 --         events applied, dead letters, summary {field: value}, summary [removed], flat {..}, flat [..], meta {..},
---         meta [..], tensors {..}, tensors [..], numeric {flat path: score}, numeric [removed paths], {sha: ARGV index},
+--         meta [..], tensors {..}, tensors [..], numeric [flat paths: each one's score is its text in flat {..}],
+--         numeric [removed paths], {sha: ARGV index},
 --         offset of the first record not in the stored state (when its state is not stored; '': Redis has it),
 --         {partition: offset of the last record the state holds} (when it is)]
 --         (every number a string). Key names as consumer/store.py's Keys makes them.
@@ -54,7 +55,7 @@ local function hset(key, map)
   end
   if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
 end
-local function each_chunk(command, key, list)
+local function each_chunk(command, key, list)  -- (an even chunk size: ZADD's lists are score, member pairs)
   local i = 1
   while i <= #list do
     local j = math.min(i + 999, #list)
@@ -64,7 +65,9 @@ local function each_chunk(command, key, list)
 end
 local function hdel(key, list) each_chunk('HDEL', key, list) end
 local out, written, events, dead = {}, 0, 0, 0
-local paths = {}  -- project path -> {numeric flat path: true}: one SADD per project and call, not one per run and path
+-- project path -> {runs = {score, run_id, ..}, by = {numeric flat path: {score, run_id, ..}}}: the sorted sets get
+-- one ZADD per project (and path) and call, not one per run (and path); SADD of the paths likewise
+local projects = {}
 for i, r in ipairs(runs) do
   local run_id = r[3]
   local rk = prefix .. ':run:{' .. r[1] .. '}:'
@@ -80,17 +83,20 @@ for i, r in ipairs(runs) do
     hset(rk .. 'flat', r[12]); hdel(rk .. 'flat', r[13])
     hset(rk .. 'meta', r[14]); hdel(rk .. 'meta', r[15])
     hset(rk .. 'tensors', r[16]); hdel(rk .. 'tensors', r[17])
-    local known = paths[r[2]]
-    if not known then known = {}; paths[r[2]] = known end
-    for path, score in pairs(r[18]) do
-      redis.call('ZADD', pk .. 'by:' .. path, score, run_id)
-      known[path] = true
+    local project = projects[r[2]]
+    if not project then project = {runs = {}, by = {}}; projects[r[2]] = project end
+    local by, flat = project.by, r[12]
+    for _, path in ipairs(r[18]) do
+      local members = by[path]
+      if not members then members = {}; by[path] = members end
+      members[#members + 1] = flat[path]; members[#members + 1] = run_id
     end
     for _, path in ipairs(r[19]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
     for sha, index in pairs(r[20]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
     redis.call('HSET', rk .. 'applied', r[4], r[5])
     if state == '' and r[21] ~= '' then redis.call('ZADD', lag .. r[4], 'NX', r[21], r[1]) end
-    redis.call('ZADD', pk .. 'runs', r[7], run_id)
+    local ranked = project.runs
+    ranked[#ranked + 1] = r[7]; ranked[#ranked + 1] = run_id
     events = events + tonumber(r[8]); dead = dead + tonumber(r[9])
     redis.call('PUBLISH', prefix .. ':changes:' .. r[2], run_id)
     out[i] = 1
@@ -112,10 +118,15 @@ for i, r in ipairs(runs) do
     end
   end
 end
-for project, known in pairs(paths) do
-  local members = {}
-  for path in pairs(known) do members[#members + 1] = path end
-  each_chunk('SADD', prefix .. ':project:{' .. project .. '}:paths', members)
+for project, changed in pairs(projects) do
+  local pk = prefix .. ':project:{' .. project .. '}:'
+  each_chunk('ZADD', pk .. 'runs', changed.runs)
+  local known = {}
+  for path, members in pairs(changed.by) do
+    each_chunk('ZADD', pk .. 'by:' .. path, members)
+    known[#known + 1] = path
+  end
+  each_chunk('SADD', pk .. 'paths', known)
   redis.call('SADD', prefix .. ':projects', project)
 end
 if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end

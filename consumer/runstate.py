@@ -61,6 +61,8 @@ class Changes:
     summary_del: list[str] = dataclasses.field(default_factory=list)
     flat_set: dict[str, str] = dataclasses.field(default_factory=dict)
     flat_del: list[str] = dataclasses.field(default_factory=list)
+    #: flat paths whose value is a finite int or float -> the number; each is in flat_set too, as the number's JSON
+    #: text, which Redis reads as the same double (apply_runs takes the sort score from there)
     numeric_set: dict[str, float] = dataclasses.field(default_factory=dict)
     numeric_del: list[str] = dataclasses.field(default_factory=list)
     meta: dict[str, str] = dataclasses.field(default_factory=dict)

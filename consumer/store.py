@@ -193,7 +193,8 @@ def _chunks(writes: Sequence[RunWrite]) -> Iterator[Sequence[RunWrite]]:
 def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, checkpoints: str = "") -> list[str | bytes]:
     """APPLY_RUNS's arguments for *writes* (see consumer/lua.py): the runs' changes as one JSON document (json's
     C encoder, and one Redis argument instead of ~60 per run: packing those cost more than the Lua call itself),
-    then the states and the tensor blobs as binary arguments."""
+    then the states and the tensor blobs as binary arguments. The numeric paths go by name only: their sort score
+    is their text in flat_set (the JSON of a finite int or float, which Redis reads as the same double)."""
     runs: list[list[Any]] = []
     blobs: list[bytes] = []
     first_blob = 6 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
@@ -208,7 +209,7 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, 
             w.run_path, project_path, run_id, str(w.partition), str(w.offset),
             "" if w.expected_prev is None else str(w.expected_prev), str(w.updated_ms), str(w.events),
             str(w.dead_letters), c.summary_set, c.summary_del, c.flat_set, c.flat_del, c.meta, c.meta_del,
-            c.tensors_set, c.tensors_del, {path: repr(float(n)) for path, n in c.numeric_set.items()}, c.numeric_del,
+            c.tensors_set, c.tensors_del, list(c.numeric_set), c.numeric_del,
             named, "" if w.lacks_from is None else str(w.lacks_from),
             {str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
         ])

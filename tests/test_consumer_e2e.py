@@ -191,6 +191,34 @@ def test_project_sorted_sets_order_runs_by_a_summary_path(settings: Settings) ->
     assert "acc.max" in paths
 
 
+def test_sort_scores_are_the_flat_values_as_doubles_and_go_when_a_value_stops_being_a_number(settings: Settings) -> None:
+    numbers: dict[str, Any] = {
+        "int": 3, "big": 2**63 - 1, "odd": 2**53 + 1, "neg": -7, "tiny": 5e-324, "small": 1e-05, "huge": 1.7e308,
+        "negzero": -0.0, "third": 1 / 3, "later_text": 0.25, "later_nan": 0.5,
+    }
+    with start(settings) as run:
+        run.log(numbers)
+    consume_all(settings)
+
+    def scores() -> dict[str, float | None]:
+        with Store(settings) as store:
+            return {path: store.client.zscore(store.keys.by_path("team/vision", path), "r1") for path in numbers}
+
+    first = scores()
+    assert first == {path: float(value) for path, value in numbers.items()}
+    assert first["odd"] == float(2**53 + 1) and first["big"] == float(2**63 - 1)
+
+    with start(settings) as run:  # the same run again
+        run.log({"later_text": "done", "later_nan": float("nan")})
+    consume_all(settings)
+
+    after = scores()
+    assert after["later_text"] is None and after["later_nan"] is None
+    assert {k: v for k, v in after.items() if not k.startswith("later")} == {
+        k: v for k, v in first.items() if not k.startswith("later")
+    }
+
+
 def test_read_api_gives_summary_meta_and_the_exact_tensor_after_the_run(settings: Settings) -> None:
     weights = np.random.default_rng(3).random(1000)
     with start(settings, name="baseline", config={"lr": 0.01}, tags=["x"]) as run:
