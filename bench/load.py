@@ -1,7 +1,7 @@
 """Load: trainer processes logging at a steady rate while the consumer folds live; freshness, throughput, lag, memory.
 
     python bench/load.py [--seconds 60] [--trainers 8] [--runs 50] [--rate 20000] [--linger S] [--consumers N]
-                         [--trainer-nice N] [--series FILE]
+                         [--max-records-per-s N] [--trainer-nice N] [--series FILE]
 
 --trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
 in 20 ms steps, paced so that together they log exactly --rate x --seconds events in --seconds. `metricfold consume`
@@ -81,7 +81,7 @@ def _term_with_parent() -> None:
 
 
 def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: float, ready: Synchronized[int],
-            go: Any, logged: Synchronized[int], done_trainers: Synchronized[int], stop: Any, linger_s: float | None = None,
+            go: Any, logged: Synchronized[int], done_trainers: Synchronized[int], stop: Any, options: Any,
             nice: int = 0) -> None:
     """One trainer process: *runs* open runs, log() paced to *rate* events/s in total, for *seconds* after *go*;
     then it counts itself in *done_trainers* and finishes its runs once *stop* is set."""
@@ -89,9 +89,6 @@ def trainer(settings: Settings, index: int, runs: int, rate: float, seconds: flo
     if nice:
         os.nice(nice)
     mf = importlib.import_module("producer")  # the SDK package (bench/producer.py is the SDK benchmark)
-    options = mf.SenderOptions(connect_timeout_s=120.0)  # 400 runs bootstrap at once on a small machine
-    if linger_s is not None:
-        options = dataclasses.replace(options, linger_s=linger_s)
     opened = [mf.init(entity=ENTITY, project=PROJECT, run_id=f"t{index}r{j}", settings=settings, sender_options=options)
               for j in range(runs)]
     for run in opened:  # connected: one record each reached Kafka
@@ -250,6 +247,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50, help="open runs per trainer (50)")
     parser.add_argument("--rate", type=float, default=20_000.0, help="events/s logged by all trainers together (20000)")
     parser.add_argument("--linger", type=float, help="the SDK's batch ticks in seconds (default: SenderOptions.linger_s)")
+    parser.add_argument("--max-records-per-s", type=float,
+                        help="a trainer process's records per second before its ticks stretch (default: SenderOptions's)")
     parser.add_argument("--consumers", type=int, default=1, help="consumer processes in the group (1)")
     parser.add_argument("--trainer-nice", type=int, default=0, help="run the trainers at this nice level (0)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out of the freshness percentiles (3)")
@@ -287,9 +286,16 @@ def main() -> int:
         sampler.start()
 
         per_trainer = args.rate / args.trainers
+        sdk = importlib.import_module("producer.sender")  # (bench/producer.py, the SDK benchmark, shadows the package name)
+        options = sdk.SenderOptions(connect_timeout_s=120.0)  # 400 runs bootstrap at once on a small machine
+        if args.linger is not None:
+            options = dataclasses.replace(options, linger_s=args.linger)
+        if args.max_records_per_s is not None:
+            options = dataclasses.replace(options, max_records_per_s=args.max_records_per_s)
+        tick = sdk.tick_s(options, args.runs)  # every run of a trainer logs all the time
         print(f"{args.trainers} trainers x {args.runs} runs: opening the runs ...", file=sys.stderr, flush=True)
         trainers = [context.Process(target=trainer, args=(settings, i, args.runs, per_trainer, args.seconds, ready, go, logged,
-                                                               done_trainers, stop, args.linger, args.trainer_nice))
+                                                               done_trainers, stop, options, args.trainer_nice))
                     for i in range(args.trainers)]
         for p in trainers:
             p.start()
@@ -368,7 +374,6 @@ def main() -> int:
         return round(sum(p[field] for p in logging) / len(logging), 2) if logging else 0.0
 
     batches = batch_timings(timings, began + args.warmup, began + args.seconds)
-    linger_s = args.linger if args.linger is not None else importlib.import_module("producer").SenderOptions().linger_s
     result = {
         "freshness_p50_ms": round(percentile(ages, 0.50), 1),
         "freshness_p99_ms": round(percentile(ages, 0.99), 1),
@@ -389,11 +394,12 @@ def main() -> int:
         "consumers": args.consumers,
         "trainer_nice": args.trainer_nice,
         "linger_s": args.linger,
+        "max_records_per_s": args.max_records_per_s,
         "runs": args.trainers * args.runs,
         "seconds": args.seconds,
         "target_rate": args.rate,
         **batches,
-        "sdk_linger_ms": round(linger_s * 1000),
+        "sdk_linger_ms": round(tick * 1000),
     }
     args.series.parent.mkdir(parents=True, exist_ok=True)
     args.series.write_text(json.dumps({"result": result, "per_second": per_second, "freshness": fresh_series}, indent=1))

@@ -2,9 +2,13 @@
 
 Run methods append to ``pending`` under the Sender's ``lock``. A batch is sealed (moved to the ready
 queue) by the caller when it reaches ``max_batch_events`` events or ``target_batch_bytes`` (estimated),
-and by the process's dispatcher at the first tick of a ``linger_s`` clock after its first event (so at
-most ``linger_s`` after it). The ready queue is bounded (``max_queued_events`` / ``max_queued_bytes``):
-when it is full the caller waits for room (back-pressure), nothing is dropped.
+and by the process's dispatcher at the first tick of the process's clock after its first event (so at
+most one tick after it). Ticks are ``linger_s`` apart, stretched when many runs of the process log: a
+process sends about ``max_records_per_s`` records a second at most (each logging run sends one record per
+tick, and the consumer's cost is mostly per record), so with 50 runs logging the ticks are 0.25 s apart
+(``max_linger_s`` apart at most: 1 s).
+The ready queue is bounded (``max_queued_events`` / ``max_queued_bytes``): when it is full the caller waits
+for room (back-pressure), nothing is dropped.
 
 One dispatcher thread per process seals and delivers the batches of every open run, in each run's order.
 The ticks are shared (with a random phase per process), so all runs of a process seal together and their
@@ -35,18 +39,18 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from producer.batch import PendingBatch
 from producer.spool import SpoolWriter
 from producer.transport import Delivery, KafkaTransport
 from schemas.codec import default_codec
-from schemas.errors import BrokerUnavailable, CodecError
+from schemas.errors import BrokerUnavailable, CodecError, ValidationError
 from schemas.limits import Limits
 from schemas.settings import Settings
 
-__all__ = ["SendReport", "Sender", "SenderOptions", "SpoolWarning"]
+__all__ = ["SendReport", "Sender", "SenderOptions", "SpoolWarning", "tick_s"]
 
 log = logging.getLogger("metricfold.producer")
 
@@ -59,7 +63,11 @@ class SpoolWarning(UserWarning):
 class SenderOptions:
     """Batching and queue bounds of the sender (defaults tuned with bench/producer.py)."""
 
-    linger_s: float = 0.2  #: seal batches on ticks this far apart (a live run sends <= 5 records/s)
+    linger_s: float = 0.2  #: seal batches on ticks this far apart (a live run sends <= 5 records/s) ...
+    #: ... or further apart when more than linger_s x this many runs of the process log: their ticks are then
+    #: (runs logging) / this apart, so the process sends about this many records a second (see tick_s) ...
+    max_records_per_s: float = 200.0
+    max_linger_s: float = 1.0  #: ... but never further apart than this
     max_batch_events: int = 8192  #: seal a batch with this many events
     target_batch_bytes: int = 1024 * 1024  #: seal a batch at this estimated size
     max_queued_events: int = 200_000  #: back-pressure above this many sealed, unsent events
@@ -67,6 +75,24 @@ class SenderOptions:
     max_inflight_bytes: int = 64 * 1024 * 1024  #: wait for acks above this many unacknowledged bytes
     connect_timeout_s: float = 5.0  #: give up on Kafka (and spool) after this long at start
     flush_timeout_s: float = 60.0  #: finish() waits this long for acks, then spools what is left
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            least = 0 if field.name == "linger_s" else 1e-9  # linger_s=0: seal at once, no ticks
+            if type(value) not in (int, float) or not math.isfinite(value) or value < least:
+                relation = "at least 0" if least == 0 else "above 0"
+                raise ValidationError(f"SenderOptions.{field.name} must be a number {relation}, got {value!r}",
+                                      key=field.name, value=value)
+
+
+def tick_s(options: SenderOptions, logging_runs: int) -> float:
+    """Seconds between a process's ticks while *logging_runs* of its runs log (each sends a record per tick)."""
+    return max(options.linger_s, min(logging_runs / options.max_records_per_s, options.max_linger_s))
+
+
+#: a run counts as logging for tick_s between LOGGING_WINDOW_S and twice that after its last batch began
+LOGGING_WINDOW_S = 1.0
 
 
 @dataclass
@@ -89,6 +115,8 @@ class _Dispatcher:
         self._due: dict[Sender, float] = {}  # senders with a pending batch -> when it is due
         self._ready: dict[Sender, None] = {}  # senders with sealed batches (or closing): serve now
         self._next_wake = math.inf  # when the thread wakes by itself; earlier work must notify it
+        self._logging: dict[Sender, float] = {}  # senders whose batch began lately -> when (see logging_runs)
+        self._logging_since = time.monotonic()
         #: where this process's ticks fall within linger_s (a fraction): processes on one host do not all
         #: send at the same instant, so the consumer gets an even stream instead of bursts
         self.phase = random.random()
@@ -104,6 +132,21 @@ class _Dispatcher:
             if due < self._next_wake:
                 self._next_wake = due
                 self._wake.notify()
+
+    def logging_runs(self, sender: Sender, now: float) -> int:
+        """Note that *sender*'s pending batch began at *now*; return how many runs of this process began one
+        within the last LOGGING_WINDOW_S (up to twice that: the list is pruned once per window)."""
+        with self._lock:
+            if now - self._logging_since > LOGGING_WINDOW_S:
+                self._logging = {s: t for s, t in self._logging.items() if now - t <= LOGGING_WINDOW_S}
+                self._logging_since = now
+            self._logging[sender] = now
+            return len(self._logging)
+
+    def forget(self, sender: Sender) -> None:
+        """*sender*'s run finished: it no longer counts as logging."""
+        with self._lock:
+            self._logging.pop(sender, None)
 
     def ready(self, sender: Sender) -> None:
         """*sender* has sealed batches to deliver, or is closing (the caller may hold ``sender.lock``)."""
@@ -185,10 +228,10 @@ class Sender:
     def started_locked(self) -> None:
         """The pending batch got its first event: it is due at the next tick; tell the dispatcher."""
         now = time.monotonic()
-        linger = self.options.linger_s
-        if linger > 0:
-            phase = self._dispatcher.phase * linger
-            due = now - (now - phase) % linger + linger
+        if self.options.linger_s > 0:
+            tick = tick_s(self.options, self._dispatcher.logging_runs(self, now))
+            phase = self._dispatcher.phase * tick
+            due = now - (now - phase) % tick + tick
         else:
             due = now
         self.pending.due = due
@@ -220,6 +263,7 @@ class Sender:
             self._dispatcher.ready(self)
             while not self._handed_over and self._dispatcher.thread.is_alive():
                 self._has_space.wait(0.5)
+        self._dispatcher.forget(self)
         try:
             if not self._failed:
                 self._drain()

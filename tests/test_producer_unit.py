@@ -391,3 +391,56 @@ def test_a_run_waiting_for_acks_does_not_hold_up_the_other_runs_of_its_process(
         runs["stuck"].finish()
     report = runs["stuck"].report
     assert report is not None and report.records_sent == 0 and report.records_spooled >= 2
+
+
+def test_the_ticks_of_a_process_stretch_when_many_of_its_runs_log(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each logging run sends one record per tick, and the consumer's cost is mostly per record: a process
+    sends about max_records_per_s records a second, its ticks stretching to (runs logging) / max_records_per_s
+    apart when linger_s would send more."""
+    import producer.sender as sender_module
+
+    sent: dict[str, int] = {}
+
+    class Acked:
+        done, ok, error = True, True, None
+
+    class CountingTransport:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def connect(self) -> None:
+            pass
+
+        def send(self, key: bytes, value: bytes) -> object:
+            sent[key.decode()] = sent.get(key.decode(), 0) + 1
+            return Acked()
+
+        def flush(self, timeout_s: float | None) -> None:
+            pass
+
+        def close(self, timeout_s: float = 0.0) -> None:
+            pass
+
+    monkeypatch.setattr(sender_module, "KafkaTransport", CountingTransport)
+    ticks = [sender_module.tick_s(mf.SenderOptions(), runs) for runs in (1, 40, 50, 200, 1000)]
+    assert ticks == [0.2, 0.2, 0.25, 1.0, 1.0]
+    for bad in ({"max_records_per_s": 0}, {"max_linger_s": float("nan")}, {"linger_s": -1.0}, {"max_batch_events": "8"}):
+        with pytest.raises(ValidationError, match=f"SenderOptions.{next(iter(bad))} must be a number"):
+            mf.SenderOptions(**bad)
+
+    def records_per_run(runs: int) -> float:
+        options = mf.SenderOptions(linger_s=0.05, max_records_per_s=40)
+        opened = [mf.init(entity="team", project="tick", run_id=f"n{runs}r{i}", spool_dir=tmp_path, sender_options=options)
+                  for i in range(runs)]
+        began = time.monotonic()
+        while time.monotonic() - began < 1.5:
+            for run in opened:
+                run.log({"loss": 1.0})
+            time.sleep(0.01)
+        for run in opened:
+            run.finish()
+        return sum(sent[f"team/tick/n{runs}r{i}"] for i in range(runs)) / runs
+
+    alone, crowded = records_per_run(1), records_per_run(20)  # ticks 0.05 s apart, then 20 / 40 = 0.5 s
+    assert alone >= 15, f"one run sent {alone} records in 1.5 s with 0.05 s ticks"
+    assert crowded <= 8, f"20 runs sent {crowded} records each in 1.5 s: the ticks did not stretch to 0.5 s"
