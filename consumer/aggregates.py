@@ -9,6 +9,11 @@ int ``s`` meaning ``s * 2**-1074``. ``mean = s / (nf << 1074)`` is Python's corr
 division, so the mean is bit-identical whatever the batching (``+inf``/``-inf``/``nan`` when infinities are
 present). ``BlockStats`` summarises the values one block logs at one path; consumer.columnstats computes
 them with numpy.
+
+Small live blocks hand their finite floats over as ``unsummed`` instead of an exact sum: a leaf keeps them
+and adds them to its sum when it is read (``Leaf.s``: the mean, the state bytes, stored every few seconds)
+or when it holds ``UNSUMMED_MAX`` of them, so a run logging 10 values a tick pays for one exact sum per ~32
+values instead of one per tick. The sum is exact either way: the result does not depend on when it happens.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["SCALE_BITS", "BlockStats", "Leaf", "TensorRefs", "exact_sum_units", "exact_units", "mean_of"]
+__all__ = ["SCALE_BITS", "UNSUMMED_MAX", "BlockStats", "Leaf", "TensorRefs", "exact_sum_units", "exact_units", "mean_of"]
 
 SCALE_BITS = 1074  #: the exact sum counts units of 2**-SCALE_BITS
+#: a leaf adds the finite floats it was handed unsummed to its exact sum once it holds this many (see above)
+UNSUMMED_MAX = 32
 INF = float("inf")
 NINF = float("-inf")
 
@@ -68,6 +75,8 @@ class Leaf:
     """Everything about one leaf key path of a run (mutable; owned by a RunState)."""
 
     __slots__ = (
+        "_s",
+        "_unsummed",
         "display",
         "first",
         "first_t",
@@ -81,7 +90,6 @@ class Leaf:
         "ninf",
         "path",
         "pinf",
-        "s",
     )
 
     def __init__(self, path: tuple[str, ...], display: str, first: Any, first_t: TensorRefs) -> None:
@@ -92,13 +100,27 @@ class Leaf:
         self.last: Any = first
         self.last_t = first_t
         self.nf = 0
-        self.s = 0
+        self._s = 0
+        self._unsummed: list[float] | None = None  # finite floats counted in nf but not yet in _s
         self.pinf = 0
         self.ninf = 0
         self.min: int | float | None = None
         self.min_step = 0
         self.max: int | float | None = None
         self.max_step = 0
+
+    @property
+    def s(self) -> int:
+        """The exact sum of the finite values, in units of 2**-SCALE_BITS."""
+        if self._unsummed:
+            self._s += exact_sum_units(self._unsummed)
+            self._unsummed = None
+        return self._s
+
+    @s.setter
+    def s(self, value: int) -> None:
+        self._s = value
+        self._unsummed = None
 
     def add(self, value: Any, tensors: TensorRefs, step: int) -> None:
         """Fold one value logged at *step* (after every value already folded)."""
@@ -118,7 +140,16 @@ class Leaf:
         self.last = block.last
         self.last_t = block.last_t
         self.nf += block.nf
-        self.s += block.s
+        self._s += block.s
+        if block.unsummed:
+            unsummed = self._unsummed
+            if unsummed is None:
+                self._unsummed = list(block.unsummed)
+            else:
+                unsummed += block.unsummed
+                if len(unsummed) >= UNSUMMED_MAX:
+                    self._s += exact_sum_units(unsummed)
+                    self._unsummed = None
         self.pinf += block.pinf
         self.ninf += block.ninf
         if block.min_ev >= 0 and (self.min is None or block.min < self.min):
@@ -150,6 +181,7 @@ class BlockStats:
         "ninf",
         "pinf",
         "s",
+        "unsummed",
     )
 
     def __init__(self) -> None:
@@ -161,6 +193,7 @@ class BlockStats:
         self.last_ev = -1
         self.nf = 0
         self.s = 0
+        self.unsummed: list[float] | None = None  # finite floats counted in nf whose units are not in s
         self.pinf = 0
         self.ninf = 0
         self.min: Any = None
@@ -188,6 +221,8 @@ class BlockStats:
             self.last, self.last_t, self.last_ev = other.last, other.last_t, other.last_ev
         self.nf += other.nf
         self.s += other.s
+        if other.unsummed:
+            self.unsummed = (self.unsummed or []) + other.unsummed
         self.pinf += other.pinf
         self.ninf += other.ninf
         if other.min_ev >= 0 and (

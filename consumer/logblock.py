@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from consumer.aggregates import SCALE_BITS, BlockStats, exact_sum_units
+from consumer.aggregates import SCALE_BITS, BlockStats
 from consumer.blockcheck import Extra, ExtraColumns, bad_paths, check_events, clash, prefix_free, structure_problem
 from consumer.columnstats import FloatArray, IntArray, float_block_stats, regular_block_stats
 from consumer.events import applied, log_value, new_leaf, refs_of
@@ -223,7 +223,7 @@ def _small_regular_stats(counts: list[int], pids: list[int], vl: list[float]) ->
         block.min, block.min_ev = lo, column.index(lo)
         block.max, block.max_ev = hi, column.index(hi)
         block.nf = n
-        block.s = exact_sum_units(column)
+        block.unsummed = column  # the leaf sums them later, many blocks' at once
     return stats
 
 

@@ -364,3 +364,26 @@ def test_the_fsum_exact_sum_equals_the_value_by_value_one(values: list[float]) -
     from consumer.aggregates import exact_sum_units, exact_units
 
     assert exact_sum_units(values) == sum(map(exact_units, values))
+
+
+def test_many_small_blocks_sum_exactly_whenever_the_sum_is_read() -> None:
+    """Small blocks hand their floats to the leaf unsummed; the leaf adds them to its exact sum once it holds
+    UNSUMMED_MAX of them, and whenever the sum is read. Both ways must give the one-by-one fold's bytes."""
+    import random
+
+    from consumer.aggregates import UNSUMMED_MAX
+
+    rng = random.Random(7)
+    values = [rng.uniform(-1e3, 1e3) * 10.0 ** rng.randint(-20, 20) for _ in range(7 * UNSUMMED_MAX)]
+    logs = [log({"loss": v, "acc": -v / 3}, step=i, seq=i, ts=i) for i, v in enumerate(values)]
+    reference, read_often, read_at_end = fresh(), fresh(), fresh()
+    for start in range(0, len(logs), 10):
+        part = logs[start : start + 10]
+        for record in part:
+            fold_record(reference, record)
+        for state in (read_often, read_at_end):
+            assert fold_record(state, batch([block_of_logs(part)])) == []
+        assert state_to_bytes(read_often) == state_to_bytes(reference)  # 10 values a leaf: the read sums them
+
+    assert state_to_bytes(read_often) == state_to_bytes(reference)
+    assert state_to_bytes(read_at_end) == state_to_bytes(reference)
