@@ -6,7 +6,9 @@
 --trainers processes (the real SDK), each with --runs open runs, log 5-float events round-robin over their runs,
 in 20 ms steps, paced so that together they log exactly --rate x --seconds events in --seconds. `metricfold consume`
 runs in its own process (--consumers N: N processes in one consumer group). --trainer-nice runs the trainers at
-that nice level, so the consumer gets the CPU first, as when the trainers run on other hosts.
+that nice level, so the consumer gets the CPU first, as when the trainers run on other hosts. --linger and
+--max-records-per-s set the SDK's SenderOptions: each trainer's runs seal a record every linger_s (0.2 s), or every
+runs / max_records_per_s when that is longer (50 runs, 200/s: 0.25 s); --max-records-per-s 1e9 fixes them at linger_s.
 Every event carries its wall-clock send time `t` (ms) and its index `n` within its run. A sampler subscribed
 to the project's change channel (`<ns>:<gen>:changes:<entity/project>`) reads each changed run's flat view
 (`t`, `n`) as soon as it is told, and takes the time the reply arrived as the moment those events became
