@@ -329,6 +329,36 @@ def test_the_sdk_partitions_a_run_where_kafka_pythons_default_and_the_java_clien
     assert ours.partition("events", None, None, None, None, cluster) in partitions  # no key: random, as the default
 
 
+class _Acked:  # a Delivery Kafka acknowledged
+    done, ok, error = True, True, None
+
+
+def _counting_transport(monkeypatch: pytest.MonkeyPatch, sent: dict[str, int], delivery: Any = lambda run: _Acked()) -> None:
+    """Replace the SDK's Kafka transport with one that counts the records of each run in *sent* and answers each
+    with ``delivery(run path)``."""
+    import producer.sender as sender_module
+
+    class CountingTransport:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def connect(self) -> None:
+            pass
+
+        def send(self, key: bytes, value: bytes) -> object:
+            run = key.decode()
+            sent[run] = sent.get(run, 0) + 1
+            return delivery(run)
+
+        def flush(self, timeout_s: float | None) -> None:
+            pass
+
+        def close(self, timeout_s: float = 0.0) -> None:
+            pass
+
+    monkeypatch.setattr(sender_module, "KafkaTransport", CountingTransport)
+
+
 def test_a_run_waiting_for_acks_does_not_hold_up_the_other_runs_of_its_process(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -336,8 +366,6 @@ def test_a_run_waiting_for_acks_does_not_hold_up_the_other_runs_of_its_process(
     stalled) must wait for its acks without holding that thread: the other runs keep sending. Kafka is
     replaced by a transport whose records for one run are never acknowledged until the test fails them
     (as kafka-python's delivery timeout would), after which that run spools and finishes."""
-    import producer.sender as sender_module
-
     sent: dict[str, int] = {}
     stalled = [True]
 
@@ -349,28 +377,7 @@ def test_a_run_waiting_for_acks_does_not_hold_up_the_other_runs_of_its_process(
         ok = False
         error = "KafkaTimeoutError: delivery timed out (the test's stalled broker)"
 
-    class Acked:
-        done, ok, error = True, True, None
-
-    class FakeTransport:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def connect(self) -> None:
-            pass
-
-        def send(self, key: bytes, value: bytes) -> object:
-            run = key.decode()
-            sent[run] = sent.get(run, 0) + 1
-            return Stalled() if run.endswith("/stuck") else Acked()
-
-        def flush(self, timeout_s: float | None) -> None:
-            pass
-
-        def close(self, timeout_s: float = 0.0) -> None:
-            pass
-
-    monkeypatch.setattr(sender_module, "KafkaTransport", FakeTransport)
+    _counting_transport(monkeypatch, sent, lambda run: Stalled() if run.endswith("/stuck") else _Acked())
     options = mf.SenderOptions(linger_s=0.01, max_inflight_bytes=1, flush_timeout_s=1.0)
     runs = {name: mf.init(entity="team", project="p", run_id=name, spool_dir=tmp_path, sender_options=options)
             for name in ("stuck", "other")}
@@ -400,28 +407,7 @@ def test_the_ticks_of_a_process_stretch_when_many_of_its_runs_log(monkeypatch: p
     import producer.sender as sender_module
 
     sent: dict[str, int] = {}
-
-    class Acked:
-        done, ok, error = True, True, None
-
-    class CountingTransport:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
-
-        def connect(self) -> None:
-            pass
-
-        def send(self, key: bytes, value: bytes) -> object:
-            sent[key.decode()] = sent.get(key.decode(), 0) + 1
-            return Acked()
-
-        def flush(self, timeout_s: float | None) -> None:
-            pass
-
-        def close(self, timeout_s: float = 0.0) -> None:
-            pass
-
-    monkeypatch.setattr(sender_module, "KafkaTransport", CountingTransport)
+    _counting_transport(monkeypatch, sent)
     ticks = [sender_module.tick_s(mf.SenderOptions(), runs) for runs in (1, 40, 50, 200, 1000)]
     assert ticks == [0.2, 0.2, 0.25, 1.0, 1.0]
     for bad in ({"max_records_per_s": 0}, {"max_linger_s": float("nan")}, {"linger_s": -1.0}, {"max_batch_events": "8"}):
