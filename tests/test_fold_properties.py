@@ -387,3 +387,16 @@ def test_many_small_blocks_sum_exactly_whenever_the_sum_is_read() -> None:
 
     assert state_to_bytes(read_often) == state_to_bytes(reference)
     assert state_to_bytes(read_at_end) == state_to_bytes(reference)
+
+
+def test_combined_block_stats_keep_the_unsummed_floats_of_both_sides() -> None:
+    from consumer.aggregates import BlockStats, Leaf, exact_units
+
+    ours, theirs = BlockStats(), BlockStats()
+    ours.nf, ours.unsummed = 2, [0.1, 0.2]
+    theirs.nf, theirs.s, theirs.unsummed = 2, exact_units(2.5), [0.3]  # one value summed already, one not
+    ours.combine(theirs)
+    leaf = Leaf(("x",), "x", 0.1, ())
+    leaf.add_block(ours, [0, 1, 2, 3])
+
+    assert leaf.nf == 4 and leaf.s == sum(map(exact_units, [0.1, 0.2, 0.3, 2.5]))
