@@ -212,7 +212,7 @@ class Consumer:
 
     def _on_assigned(self, partitions: list[int]) -> dict[int, int]:
         checkpoints = self.store.checkpoints(self.settings.topic)
-        resume = self.store.resume_points(self.settings.topic)
+        resume = self.store.resume_points(self.settings.topic, checkpoints)
         self._known.update({p: checkpoints[p] for p in partitions if p in checkpoints})
         return {p: resume[p] for p in partitions if p in resume}
 
@@ -300,7 +300,7 @@ class Consumer:
         if self._kafka is not None:
             try:
                 checkpoints = self.store.checkpoints(self.settings.topic)
-                self._kafka.seek(self.store.resume_points(self.settings.topic))
+                self._kafka.seek(self.store.resume_points(self.settings.topic, checkpoints))
                 self._known.update(checkpoints)
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 log.warning("cannot seek back yet (%s); dropping the Kafka connection to start over", exc)

@@ -294,12 +294,14 @@ class Store:
             raw = self.client.hgetall(self.keys.checkpoint(topic))
         return {int(p): int(o) for p, o in raw.items()}
 
-    def resume_points(self, topic: str) -> dict[int, int]:
+    def resume_points(self, topic: str, checkpoints: dict[int, int] | None = None) -> dict[int, int]:
         """Where a consumer starts reading each partition: its checkpoint, or the first offset a run's stored
-        state lacks if that is lower (the lag set), so that every state can be folded up to its views again."""
+        state lacks if that is lower (the lag set), so that every state can be folded up to its views again.
+        *checkpoints*: the ones the caller just read (`checkpoints()`), not read again."""
         keys = self.keys
+        if checkpoints is None:
+            checkpoints = self.checkpoints(topic)
         with _mapped(self.settings):
-            checkpoints = {int(p): int(o) for p, o in self.client.hgetall(keys.checkpoint(topic)).items()}
             pipe = self.client.pipeline(transaction=False)
             for partition in checkpoints:
                 pipe.zrange(keys.lag(topic, partition), 0, 0, withscores=True)
