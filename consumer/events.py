@@ -7,7 +7,6 @@ and cannot fail. ``applied(...)`` then records the event: dedup memory, event co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from consumer.views import mark_all_dirty, mark_dirty
 from consumer.wirevalues import TensorBlob, check_key, materialize, split_log_values
 from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
+from schemas.values import check_config_json, check_run_name, check_tags
 
 __all__ = ["HANDLERS", "Handler", "applied", "log_value", "new_leaf"]
 
@@ -168,36 +168,12 @@ def _apply_define(state: RunState, datum: Mapping[str, Any], payload: Any) -> No
 # --- RunStarted / RunFinished ----------------------------------------------------------------------------
 
 
-def _check_string(what: str, value: Any, limits: Limits) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
-    if len(value) > limits.max_string_length:
-        raise LimitExceeded(
-            f"{what} has {len(value)} characters, more than max_string_length={limits.max_string_length}",
-            limit="max_string_length",
-            maximum=limits.max_string_length,
-        )
-    return value
-
-
 def _prepare_started(state: RunState, datum: Mapping[str, Any], limits: Limits) -> Any:
-    name = datum.get("name")
-    if name is not None:
-        _check_string("run name", name, limits)
-    try:
-        config = json.loads(datum.get("config_json", "{}"))
-    except ValueError as exc:
-        raise ValidationError(f"config_json is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ValidationError(f"config_json must be a JSON object, got {type(config).__name__}")
-    tags = list(datum.get("tags") or ())
-    if len(tags) > limits.max_values_per_event:
-        raise LimitExceeded(
-            f"{len(tags)} tags, more than max_values_per_event={limits.max_values_per_event}",
-            limit="max_values_per_event",
-            maximum=limits.max_values_per_event,
-        )
-    return name, canonical_json(config), [_check_string("a tag", tag, limits) for tag in tags]
+    # the SDK's own checks (schemas.values), except that unprintable names and tags still fold (see check_tags)
+    name = check_run_name(datum.get("name"), limits, printable=False)
+    config = check_config_json(datum.get("config_json", "{}"))
+    tags = check_tags(datum.get("tags") or (), limits, printable=False)
+    return name, canonical_json(config), tags
 
 
 def _apply_started(state: RunState, datum: Mapping[str, Any], payload: Any) -> None:

@@ -9,6 +9,7 @@
     │   └── TruncatedError          the bytes end before the event does
     ├── BrokerUnavailable           Kafka cannot be reached (after retries)
     ├── StoreUnavailable            Redis cannot be reached (after retries)
+    ├── WriteRefused                Redis (or encoding for it) refused some runs' writes for their content
     └── RunNotFound                 the read API was asked for a run Redis does not have (KeyError too)
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "TruncatedError",
     "UnknownSchemaError",
     "ValidationError",
+    "WriteRefused",
 ]
 
 
@@ -72,6 +74,15 @@ class BrokerUnavailable(MetricfoldError):
 
 class StoreUnavailable(MetricfoldError):
     """Raised when Redis cannot be reached after the configured retries."""
+
+
+class WriteRefused(MetricfoldError):
+    """Raised when some runs' writes cannot be encoded for Redis or a write script fails on them: a fault of
+    those runs' data (the consumer dead-letters the records behind it), not of Redis being away."""
+
+    def __init__(self, message: str, run_paths: list[str]) -> None:
+        super().__init__(message)
+        self.run_paths = run_paths
 
 
 class RunNotFound(MetricfoldError, KeyError):

@@ -10,10 +10,13 @@
     METRICFOLD_KAFKA_SECURITY_PROTOCOL, METRICFOLD_KAFKA_SASL_MECHANISM, METRICFOLD_KAFKA_SASL_USERNAME,
     METRICFOLD_KAFKA_SASL_PASSWORD, METRICFOLD_KAFKA_SSL_CAFILE   Kafka security (optional)
     METRICFOLD_REDIS_USERNAME, METRICFOLD_REDIS_PASSWORD          Redis ACL user (optional; or in the URL)
+    METRICFOLD_REDIS_PASSWORD_FILE  a file holding the Redis password instead (its first line; the local stack's
+                                    .stack/env names one)
     METRICFOLD_REDIS_CA_CERT      CA bundle that signed the Redis server's certificate (rediss:// only)
     METRICFOLD_REDIS_CLIENT_CERT, METRICFOLD_REDIS_CLIENT_KEY     client certificate and key for mutual TLS
 
-Credentials come only from here, never from code.
+Credentials come only from here, never from code. Errors, banners and logs show the URLs as
+`Settings.redis_display` / `kafka_display` (`redact_url`: `redis://u:***@host:6379/0`), never a password.
 """
 
 from __future__ import annotations
@@ -23,12 +26,61 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from schemas.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "redact_url"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}")
+_SECRET_QUERY = re.compile(r"([?&;][^=&;#]*(?:pass|secret|token|auth|credential)[^=&;#]*=)[^&;#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """*url* (a Redis URL, or one Kafka bootstrap server) as it may be shown: the password of `user:password@`
+    becomes `***` (`redis://u:***@host:6379/0`), and so does the value of a password-like query parameter.
+    Works on malformed text too (it never parses the URL): whatever stands before the last `@` is user info."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    info, at, host = rest.rpartition("@")
+    if at and ":" in info:
+        rest = info.partition(":")[0] + ":***@" + host
+    return scheme + sep + _SECRET_QUERY.sub(r"\1***", rest)
+
+
+def _check_redis_url(url: str) -> None:
+    """What can be checked of a Redis URL without connecting: the port (1-65535) and the database number."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast to integer value as 'abc'", bad IPv6
+        hint = " (the port must be a number from 1 to 65535)" if "port" in str(exc).lower() else ""
+        raise ConfigError(f"Redis URL {shown!r}: {exc}{hint}") from None
+    if port == 0:
+        raise ConfigError(f"Redis URL {shown!r}: the port must be a number from 1 to 65535, not 0")
+    databases = parse_qs(parts.query).get("db", [])  # ?db=N; the path of a unix:// URL is the socket, not the db
+    if parts.scheme != "unix" and parts.path not in ("", "/"):
+        databases.append(unquote(parts.path).removeprefix("/"))
+    for db in databases:
+        if not (db.isascii() and db.isdigit()):
+            raise ConfigError(
+                f"Redis URL {shown!r}: the database {db!r} must be a number >= 0 (redis://host:port/0 for the first)"
+            )
+
+
+def _read_secret(path: str, variable: str) -> str:
+    """The first line of the file *path* names (a password file): errors name the file, never what it holds."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"{variable}: cannot read the password file {path!r} ({reason})") from None
+    if not secret:
+        raise ConfigError(f"{variable}: the password file {path!r} is empty (its first line is the password)")
+    return secret
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,15 +105,19 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.kafka or any(not part.strip() for part in self.kafka.split(",")):
-            raise ConfigError(f"Kafka bootstrap servers {self.kafka!r} must be host:port[,host:port...]")
+            raise ConfigError(f"Kafka bootstrap servers {self.kafka_display!r} must be host:port[,host:port...]")
+        if "@" in self.kafka:  # kafka-python would log it as a host name
+            raise ConfigError(f"Kafka bootstrap servers {self.kafka_display!r} must be host:port[,host:port...] without "
+                              "credentials: set METRICFOLD_KAFKA_SASL_USERNAME and METRICFOLD_KAFKA_SASL_PASSWORD")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"Redis URL {self.redis!r} must start with redis://, rediss:// or unix://")
+            raise ConfigError(f"Redis URL {self.redis_display!r} must start with redis://, rediss:// or unix://")
+        _check_redis_url(self.redis)
         tls = {"redis_ca_cert": self.redis_ca_cert, "redis_client_cert": self.redis_client_cert,
                "redis_client_key": self.redis_client_key}
         given = [name for name, value in tls.items() if value]
         if given and not self.redis.startswith("rediss://"):
             names = ", ".join("METRICFOLD_" + g.upper() for g in given)
-            raise ConfigError(f"{names} need a rediss:// Redis URL, got {self.redis!r}")
+            raise ConfigError(f"{names} need a rediss:// Redis URL, got {self.redis_display!r}")
         if bool(self.redis_client_cert) != bool(self.redis_client_key):
             raise ConfigError("METRICFOLD_REDIS_CLIENT_CERT and METRICFOLD_REDIS_CLIENT_KEY go together: set both or neither")
         for what in ("partitions", "replication_factor"):
@@ -71,6 +127,21 @@ class Settings:
             value = getattr(self, what)
             if not _NAME.fullmatch(value) or (what == "namespace" and ":" in value):
                 raise ConfigError(f"{what} {value!r} must be letters, digits, '_', '-', '.' (no ':' or spaces)")
+
+    def __repr__(self) -> str:  # the dataclass repr would show the URLs' passwords
+        shown = {"redis": self.redis_display, "kafka": self.kafka_display}
+        fields = (f"{f.name}={shown.get(f.name, getattr(self, f.name))!r}" for f in dataclasses.fields(self) if f.repr)
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    @property
+    def redis_display(self) -> str:
+        """The Redis URL as errors, banners and logs show it: without its password."""
+        return redact_url(self.redis)
+
+    @property
+    def kafka_display(self) -> str:
+        """The Kafka bootstrap servers as errors, banners and logs show them: without any password."""
+        return ",".join(redact_url(server) for server in self.kafka.split(","))
 
     @property
     def group_id(self) -> str:
@@ -94,6 +165,10 @@ class Settings:
                         values[field.name] = int(env[name])
                     except ValueError:
                         raise ConfigError(f"{name} must be a whole number, got {env[name]!r}") from None
+        if env.get("METRICFOLD_REDIS_PASSWORD_FILE"):
+            if "redis_password" in values:
+                raise ConfigError("METRICFOLD_REDIS_PASSWORD and METRICFOLD_REDIS_PASSWORD_FILE are both set: unset one")
+            values["redis_password"] = _read_secret(env["METRICFOLD_REDIS_PASSWORD_FILE"], "METRICFOLD_REDIS_PASSWORD_FILE")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -7,6 +7,7 @@ bytes it received, so the stats in Redis never depend on what a client claims).
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,31 @@ def tensor_stats(array: np.ndarray, kind: str = "numpy.ndarray") -> dict[str, An
     with np.errstate(invalid="ignore", over="ignore"):
         stats["min"] = _number(finite_or_inf.min())
         stats["max"] = _number(finite_or_inf.max())
-        stats["mean"] = _number(finite_or_inf.mean())
-        stats["var"] = _number(finite_or_inf.var())
-        for p, q in zip(_PERCENTILES, np.percentile(finite_or_inf, _PERCENTILES), strict=True):
+        mean, var = float(finite_or_inf.mean()), float(finite_or_inf.var())
+        quantiles = [float(q) for q in np.percentile(finite_or_inf, _PERCENTILES)]
+        if not all(map(math.isfinite, (mean, var, *quantiles))) and bool(np.isfinite(finite_or_inf).all()):
+            mean, var, quantiles = _rescaled(finite_or_inf, mean, var, quantiles)
+        stats["mean"] = _number(mean)
+        stats["var"] = _number(var)
+        for p, q in zip(_PERCENTILES, quantiles, strict=True):
             stats[f"{p}%"] = _number(q)
     return stats
+
+
+def _rescaled(values: np.ndarray, mean: float, var: float, quantiles: list[float]) -> tuple[float, float, list[float]]:
+    """The stats that overflowed although every value is finite (a sum or a difference of values near
+    ±1.8e308), computed again on the values scaled by a power of two so that the largest is below 1 (exact,
+    but for subnormal results), then scaled back: the mean and the percentiles lie between the min and the
+    max, so they come out finite; the variance is infinite only when it really exceeds the float range.
+    Only the non-finite ones are replaced: the stats of every other tensor stay bit for bit what they were
+    (the fold's digests depend on them)."""
+    exponent = int(np.frexp(np.abs(values).max())[1])
+    scaled = np.ldexp(values, -exponent)
+    if not math.isfinite(mean):
+        mean = float(np.ldexp(math.fsum(scaled.tolist()) / scaled.size, exponent))  # an exact sum, rounded once
+    if not math.isfinite(var):
+        var = float(np.ldexp(scaled.var(), 2 * exponent))  # inf when the variance is beyond the float range
+    if not all(map(math.isfinite, quantiles)):
+        again = np.ldexp(np.percentile(scaled, _PERCENTILES), exponent)
+        quantiles = [q if math.isfinite(q) else float(r) for q, r in zip(quantiles, again, strict=True)]
+    return mean, var, quantiles

@@ -11,7 +11,11 @@ ever imported here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,13 @@ __all__ = [
     "TENSOR",
     "Converter",
     "PathKey",
+    "check_config_json",
     "check_key",
+    "check_label",
+    "check_run_name",
+    "check_tags",
     "check_text",
+    "config_json",
     "display_path",
     "tensor_array",
     "to_python",
@@ -68,7 +77,7 @@ def check_key(key: object, parent: PathKey | None, limits: Limits) -> str:
             limit="max_key_length",
             maximum=limits.max_key_length,
         )
-    check_text(key, f"key {key[:40]!r}{where}")
+    check_label(key, f"key {key[:40]!r}{where}")
     return str(key)
 
 
@@ -84,6 +93,130 @@ def check_text(text: str, what: str) -> str:
                 value=text,
             ) from None
     return text
+
+
+#: Characters that reorder the text around them when displayed (bidi embeddings, overrides, isolates and
+#: marks): "\u202eevil" displays as "live". Refused in keys, tags and run names, as are C0/C1 controls.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_label(text: str, what: str) -> str:
+    """Return *text* if it is valid UTF-8 text (``check_text``) without C0/C1 control characters (ESC, NUL,
+    CR, LF, ...) or bidi formatting characters: the rule for keys, tags and run names, which every reader
+    shows (a terminal table, the page, Grafana). String *values* may hold any valid text."""
+    if text.isprintable():  # every character printable (the usual case): no controls, no bidi formatting
+        return text
+    check_text(text, what)
+    for i, char in enumerate(text):
+        if char in _BIDI or unicodedata.category(char) == "Cc":
+            raise ValidationError(
+                f"{what} has the control or text-direction character U+{ord(char):04X} at position {i}: keys, "
+                "tags and run names must be printable text",
+                value=text,
+            )
+    return text
+
+
+def check_tags(tags: object, limits: Limits, *, printable: bool = True) -> list[str]:
+    """The run's tags as a list, each a non-empty text of at most ``max_key_length`` characters, at most
+    ``max_values_per_event`` of them: the SDK's check at ``init`` and the consumer's of a RunStarted event.
+    The SDK also refuses unprintable tags (*printable*, ``check_label``); the consumer folds any valid text,
+    so that tags sent before that rule still fold (readers escape what they show)."""
+    if tags is None:
+        return []
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise ValidationError(f"tags must be a list of strings, got {type(tags).__name__} {tags!r:.60}")
+    out = list(tags)
+    if len(out) > limits.max_values_per_event:
+        raise LimitExceeded(
+            f"{len(out)} tags, more than max_values_per_event={limits.max_values_per_event}",
+            limit="max_values_per_event",
+            maximum=limits.max_values_per_event,
+        )
+    for tag in out:
+        if not isinstance(tag, str) or not tag or len(tag) > limits.max_key_length:
+            raise ValidationError(
+                f"each tag must be a non-empty str of at most max_key_length={limits.max_key_length} characters, "
+                f"got {type(tag).__name__} {tag!r:.60}",
+                value=tag,
+            )
+        (check_label if printable else check_text)(tag, f"tag {tag[:40]!r}")
+    return out
+
+
+def check_run_name(name: object, limits: Limits, *, printable: bool = True) -> str | None:
+    """A run name: None, or a str of at most ``max_string_length`` characters (printable for the SDK, as
+    ``check_tags``)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or len(name) > limits.max_string_length:
+        raise ValidationError(
+            f"the run name must be a str of at most max_string_length={limits.max_string_length} characters, "
+            f"got {type(name).__name__} of length {len(name) if isinstance(name, str) else '-'}",
+            value=name,
+        )
+    return (check_label if printable else check_text)(name, "the run name")
+
+
+def _config_default(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself in a config: numpy values, sets and tuples, paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} {value!r:.60} is not JSON serialisable")
+
+
+def config_json(config: object) -> tuple[dict[str, Any], str]:
+    """The SDK's run config (a dict or an argparse.Namespace) as a dict and the JSON text that travels in
+    RunStarted, checked with ``check_config_json`` as the consumer checks it."""
+    if config is None:
+        return {}, "{}"
+    if isinstance(config, argparse.Namespace):
+        config = vars(config)
+    if not isinstance(config, Mapping):
+        raise ValidationError(f"config must be a dict (or argparse.Namespace), got {type(config).__name__}")
+    as_dict = dict(config)
+    for key in as_dict:
+        if not isinstance(key, str):
+            raise ValidationError(f"config keys must be strings, got {key!r:.60}", key=str(key))
+    try:
+        text = json.dumps(as_dict, default=_config_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"config must be JSON serialisable (no NaN/Inf): {exc}") from exc
+    check_config_json(text)
+    return as_dict, text
+
+
+def check_config_json(text: object) -> dict[str, Any]:
+    """The config of a RunStarted event: JSON text of an object whose every key and string is valid Unicode
+    (a lone surrogate, e.g. from a file name that is not UTF-8, can be written as a JSON escape but cannot
+    be stored as UTF-8 anywhere after)."""
+    if not isinstance(text, str):
+        raise ValidationError(f"config_json must be a str, got {type(text).__name__}")
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"config_json is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValidationError(f"config_json must be a JSON object, got {type(config).__name__}")
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            check_text(value, f"config value {where!r}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{where}.{key}" if where else key
+                check_text(key, f"config key {inner[:80]!r}")
+                stack.append((inner, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return config
 
 
 def tensor_array(value: object) -> tuple[np.ndarray, str] | None:
@@ -197,6 +330,13 @@ class Converter:
         return value
 
     def _numpy_scalar(self, value: np.generic, path: PathKey, depth: int) -> Any:
+        if isinstance(value, (np.timedelta64, np.datetime64)):  # timedelta64 is an np.integer, but int() fails
+            raise ValidationError(
+                f"value of {display_path(path)!r} is a numpy {value.dtype}: log it as a number (e.g. seconds as a "
+                "float) or a str",
+                key=display_path(path),
+                value=value,
+            )
         if isinstance(value, np.bool_):
             self._leaf(path, 2)
             return bool(value)

@@ -66,7 +66,8 @@ def _refused_alone(record: Record, limits: Limits = SMALL) -> Rejected:
         (update({"a": 1, "b": 2}, remove=["c", "d"]), "max_values_per_event"),
         (started(config_json="[1, 2]"), "JSON object"),
         (started(config_json="{nope"), "not valid JSON"),
-        (started(tags=["much too long"]), "max_string_length"),
+        (started(config_json='{"path": "\\udc00"}'), "not valid Unicode"),  # a lone surrogate as a JSON escape
+        (started(tags=["much too long"]), "max_key_length"),  # the SDK's tag limit (schemas.values.check_tags)
         (log({"a": 1.0}, seq=-1), "negative"),
         (log({"a": 1.0}, run=("team", "vision", "other")), "team/vision/other"),
         (("metricfold.Nonsense", {**envelope()}), "not a metricfold event type"),

@@ -11,7 +11,19 @@ import pytest
 from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
 from schemas.tensors import from_npy, tensor_stats
-from schemas.values import LIST, SUBTREE, TENSOR, Converter, PathKey, display_path, to_python
+from schemas.values import (
+    LIST,
+    SUBTREE,
+    TENSOR,
+    Converter,
+    PathKey,
+    check_config_json,
+    check_label,
+    check_tags,
+    config_json,
+    display_path,
+    to_python,
+)
 
 
 def wire(value: Any, limits: Limits | None = None) -> Any:
@@ -196,3 +208,50 @@ _FakeTorchTensor.__module__ = "torch.fake"
 def test_tensors_are_recognised_by_their_module_without_importing_torch() -> None:
     name, datum = wire(_FakeTorchTensor(np.arange(40.0)))
     assert name == TENSOR and datum["kind"] == "torch.Tensor"
+
+
+@pytest.mark.parametrize("key", ["k\x1b[31m", "nul\x00", "line\nbreak", "cr\r", "c1\x85", "\u202eevil", "a\u2066b", "m\u200f"])
+def test_keys_with_control_or_text_direction_characters_are_refused_naming_the_character(key: str) -> None:
+    with pytest.raises(ValidationError, match=r"U\+[0-9A-F]{4}"):
+        leaves({key: 1.0})
+    with pytest.raises(ValidationError, match="printable"):
+        check_label(key, "a key")
+
+
+@pytest.mark.parametrize("key", ["loss", "val/acc", "grad.norm", "日本", "emoji \U0001f600", "zwj \u200d", "a b"])
+def test_printable_keys_in_any_script_are_accepted(key: str) -> None:
+    assert check_label(key, "a key") == key
+    assert leaves({key: 1.0})[0] == [(key, 1.0)]
+
+
+def test_tags_are_labels_within_the_key_length_and_at_most_max_values_per_event_of_them() -> None:
+    small = Limits(max_key_length=4, max_values_per_event=2)
+    assert check_tags(["ab", "cdef"], small) == ["ab", "cdef"]
+    assert check_tags(None, small) == []
+    for bad in (["abcde"], [""], [1], "ab", ["\x1bx"], ["\udc00"]):
+        with pytest.raises(ValidationError):
+            check_tags(bad, small)
+    with pytest.raises(LimitExceeded, match="max_values_per_event"):
+        check_tags(["a", "b", "c"], small)
+    assert check_tags(["\x1bx"], small, printable=False) == ["\x1bx"]  # the consumer folds what older SDKs sent
+    with pytest.raises(ValidationError, match="not valid Unicode"):
+        check_tags(["\udc00"], small, printable=False)  # but never what cannot be stored
+
+
+def test_a_config_with_text_that_utf8_cannot_carry_is_refused_naming_the_key() -> None:
+    from pathlib import PurePosixPath
+
+    with pytest.raises(ValidationError, match=r"config value 'data\.dir'.*not valid Unicode"):
+        config_json({"data": {"dir": PurePosixPath("/tmp/\udcff")}})  # a path from a file name that is not UTF-8
+    with pytest.raises(ValidationError, match="config key"):
+        config_json({"ok": {"\ud800": 1}})
+    with pytest.raises(ValidationError, match="not valid Unicode"):
+        check_config_json('{"x": ["a", "\\udc00"]}')  # as the JSON escape the consumer reads from an old SDK
+    assert config_json({"lr": np.float32(0.5), "dims": (1, 2)}) == ({"lr": np.float32(0.5), "dims": (1, 2)},
+                                                                    '{"lr": 0.5, "dims": [1, 2]}')
+
+
+def test_numpy_datetime_and_timedelta_values_are_refused_with_a_validation_error() -> None:
+    for value in (np.timedelta64(5, "s"), np.datetime64("2020-01-01")):
+        with pytest.raises(ValidationError, match="log it as a number"):
+            wire(value)
