@@ -247,7 +247,8 @@ class Api:
     def runs(self, project: str, *, order: str = "-updated", limit: int = 50, offset: int = 0) -> list[ApiRun]:
         """Runs of ``entity/project`` sorted by a summary path (``"-acc.best"``: largest first) or ``-updated``.
 
-        Uses the project's sorted sets, never a scan; a run without a value at the path is not listed.
+        Uses the project's sorted sets, never a scan; a run without a value at the path is not listed. An unknown
+        project raises RunNotFound, a path the project has no number at ValidationError (as the web's 404 and 400).
         """
         from consumer.store import Store
 

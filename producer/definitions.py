@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
-from schemas.values import check_text
+from schemas.values import check_label
 
 __all__ = ["OBJECTIVES", "SUMMARY_OPTIONS", "define_metric_datum", "normalize_objective", "normalize_summary"]
 
@@ -56,7 +56,7 @@ def normalize_objective(objective: str | None, goal: str | None) -> str | None:
 def _check_name(what: str, name: object, limits: Limits) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError(f"define_metric {what} must be a non-empty str, got {name!r}", value=name)
-    check_text(name, f"define_metric {what} {name[:40]!r}")
+    check_label(name, f"define_metric {what} {name[:40]!r}")
     longest = limits.max_key_length * limits.max_key_depth
     if len(name) > longest:
         raise LimitExceeded(

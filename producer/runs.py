@@ -24,6 +24,7 @@ from producer.sender import Sender, SendReport, SpoolWarning
 from producer.summaries import Summary, merge_leaf
 from schemas.errors import LimitExceeded, MetricfoldError, ValidationError
 from schemas.limits import Limits
+from schemas.names import run_name
 from schemas.values import INT64_MAX, Converter, PathKey
 
 __all__ = ["Run"]
@@ -60,7 +61,9 @@ class Run:
     ) -> None:
         self.entity, self.project, self.id = entity, project, run_id
         self.path = f"{entity}/{project}/{run_id}"
-        self.name = name
+        # without a name: the one every reader makes up from the run id (schemas.names). Only a given name is
+        # sent, so another process that attaches to a named run without one does not rename it.
+        self.name = name if name is not None else run_name(run_id)
         self.config = config
         self.tags = tags
         self.mode = mode
@@ -108,7 +111,9 @@ class Run:
         if type(data) is dict and len(data) <= self._max_values:
             max_len = self._max_key_length
             for k, v in data.items():
-                if type(v) is not float or type(k) is not str or not 0 < len(k) <= max_len or not k.isascii():
+                if type(v) is not float or type(k) is not str or not 0 < len(k) <= max_len:
+                    break
+                if not k.isascii() or not k.isprintable():  # other keys: checked in full (check_label)
                     break
             else:
                 self._log_floats(data, step)

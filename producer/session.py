@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import logging
 import os
 import secrets
@@ -26,15 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
 from producer.runs import Run
 from producer.sender import Sender, SenderOptions
 from producer.spool import default_spool_dir
 from schemas.errors import MetricfoldError, ValidationError
 from schemas.limits import Limits, check_run_part
 from schemas.settings import Settings
-from schemas.values import check_text
+from schemas.values import check_run_name, check_tags, config_json
 
 __all__ = ["current_run", "define_metric", "finish", "init", "log", "open_runs"]
 
@@ -50,50 +47,6 @@ MODES = ("online", "offline")
 
 def _new_run_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serialisable")
-
-
-def _config_json(config: object) -> tuple[dict[str, Any], str]:
-    if config is None:
-        return {}, "{}"
-    if isinstance(config, argparse.Namespace):
-        config = vars(config)
-    if not isinstance(config, Mapping):
-        raise ValidationError(f"config must be a dict (or argparse.Namespace), got {type(config).__name__}")
-    as_dict = dict(config)
-    for key in as_dict:
-        if not isinstance(key, str):
-            raise ValidationError(f"config keys must be strings, got {key!r}", key=str(key))
-    try:
-        return as_dict, json.dumps(as_dict, default=_json_default, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"config must be JSON serialisable (no NaN/Inf): {exc}") from exc
-
-
-def _tags(tags: Iterable[str] | None, limits: Limits) -> list[str]:
-    if tags is None:
-        return []
-    if isinstance(tags, str):
-        raise ValidationError(f"tags must be a list of strings, got the string {tags!r}")
-    out = []
-    for tag in tags:
-        if not isinstance(tag, str) or not tag or len(tag) > limits.max_key_length:
-            raise ValidationError(
-                f"each tag must be a non-empty str of at most {limits.max_key_length} characters, got {tag!r}"
-            )
-        out.append(check_text(tag, f"tag {tag[:40]!r}"))
-    return out
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -170,12 +123,9 @@ def init(
     if mode not in MODES:
         raise ValidationError(f"mode must be 'online' or 'offline', got {mode!r}", value=mode)
     limits = limits or Limits.from_env()
-    if name is not None and (not isinstance(name, str) or len(name) > limits.max_string_length):
-        raise ValidationError(f"name must be a str of at most {limits.max_string_length} characters", value=name)
-    if name is not None:
-        check_text(name, "the run name")
-    config_dict, config_json = _config_json(config)
-    tag_list = _tags(tags, limits)
+    name = check_run_name(name, limits)
+    config_dict, config_text = config_json(config)
+    tag_list = check_tags(tags, limits)
     settings = settings or Settings.from_env()
     producer_id = str(uuid.uuid4())
     path = f"{entity}/{project}/{run_id}"
@@ -190,7 +140,7 @@ def init(
     )
     try:
         run = _make_run(
-            sender, entity, project, run_id, name, config_json, config_dict, tag_list, mode, limits, producer_id
+            sender, entity, project, run_id, name, config_text, config_dict, tag_list, mode, limits, producer_id
         )
     except BaseException:
         sender.close()

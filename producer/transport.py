@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, UnknownTopicOrPartitionError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.producer.future import FutureRecordMetadata
 
@@ -79,13 +79,26 @@ class _RunPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python
 _PARTITIONER = _RunPartitioner()  # one object, so the options (and the shared producer) stay the same
 
 
+#: what to do when the topic is missing (Kafka here never creates topics on first use)
+_CREATE_TOPIC = "create it with `metricfold topics` (with the same --kafka and --topic, or METRICFOLD_TOPIC)"
+
+
 class Delivery:
     """One record handed to Kafka: ``done`` once acknowledged or failed; ``error`` says why it failed."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_refused", "_too_large")
 
-    def __init__(self, future: FutureRecordMetadata | None) -> None:
+    def __init__(self, future: FutureRecordMetadata | None, refused: str | None = None, too_large: bool = False) -> None:
         self._future = future
+        self._refused = refused  #: why the record was not even handed over (future None)
+        self._too_large = too_large
+
+    @property
+    def record_too_large(self) -> bool:
+        """Whether this record failed for its size (the client's or the broker's limit), not for Kafka's state."""
+        if self._future is None or not self._future.is_done:
+            return self._too_large
+        return isinstance(self._future.exception, (MessageSizeTooLargeError, RecordListTooLargeError))
 
     @property
     def done(self) -> bool:
@@ -94,10 +107,12 @@ class Delivery:
     @property
     def error(self) -> str | None:
         if self._future is None:
-            return "not sent"
+            return self._refused or "not sent"
         if not self._future.is_done:
             return None
         exc = self._future.exception
+        if isinstance(exc, UnknownTopicOrPartitionError):
+            return f"{type(exc).__name__}: {exc}: the topic does not exist (any more); {_CREATE_TOPIC}"
         return None if exc is None else f"{type(exc).__name__}: {exc}"
 
     @property
@@ -157,9 +172,9 @@ class KafkaTransport:
             try:
                 producer = KafkaProducer(**options)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
+                raise BrokerUnavailable(f"Kafka at {self.settings.kafka_display} is unreachable: {exc}") from exc
             except OSError as exc:  # pragma: no cover - DNS and socket errors outside kafka-python's mapping
-                raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable: {exc}") from exc
+                raise BrokerUnavailable(f"Kafka at {self.settings.kafka_display} is unreachable: {exc}") from exc
         except BrokerUnavailable as exc:
             with _SHARED_LOCK:
                 _UNREACHABLE[key] = (time.monotonic(), str(exc))
@@ -193,7 +208,7 @@ class KafkaTransport:
                     return
             except (OSError, ValueError) as exc:
                 errors.append(f"{server.strip()}: {exc}")
-        raise BrokerUnavailable(f"Kafka at {self.settings.kafka} is unreachable ({'; '.join(errors)})")
+        raise BrokerUnavailable(f"Kafka at {self.settings.kafka_display} is unreachable ({'; '.join(errors)})")
 
     def send(self, key: bytes, value: bytes) -> Delivery:
         """Hand one record to the producer; the returned Delivery tells whether it was acknowledged."""
@@ -202,8 +217,24 @@ class KafkaTransport:
         assert self._producer is not None
         try:
             return Delivery(self._producer.send(self.settings.topic, key=key, value=value))
-        except KafkaError:
-            return Delivery(None)
+        except KafkaError as exc:
+            return Delivery(None, self._not_sent(exc), isinstance(exc, MessageSizeTooLargeError))
+
+    def _not_sent(self, exc: KafkaError) -> str:
+        """Why send() refused a record: most often (a KafkaTimeoutError after max_block_ms) because the brokers
+        answer but their metadata has no such topic."""
+        if self._topic_missing():
+            return f"topic {self.settings.topic!r} does not exist on Kafka at {self.settings.kafka_display}: {_CREATE_TOPIC}"
+        return f"not sent: {type(exc).__name__}: {exc}"
+
+    def _topic_missing(self) -> bool:
+        """Whether the brokers answered metadata requests that lack the topic (kafka-python keeps no public
+        record of that: its cluster metadata has brokers, and no partitions for the topic)."""
+        metadata = getattr(self._producer, "_metadata", None)
+        try:
+            return bool(metadata.brokers()) and metadata.partitions_for_topic(self.settings.topic) is None  # type: ignore[union-attr]
+        except AttributeError:  # pragma: no cover - another kafka-python layout: say only what we know
+            return False
 
     def flush(self, timeout_s: float | None) -> None:
         """Wait until every record handed over so far is acknowledged or failed (or the timeout passes)."""
