@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from schemas.errors import ConfigError, MetricfoldError
 from schemas.limits import check_run_part, parse_run_path
 from schemas.settings import Settings
+from schemas.text import printable
 
 if TYPE_CHECKING:
     from consumer.runner import ConsumeReport
@@ -29,7 +30,8 @@ log = logging.getLogger("metricfold")
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (each defaults to its environment variable)")
     group.add_argument("--kafka", help="Kafka bootstrap servers, host:port[,...] (METRICFOLD_KAFKA, default localhost:9092)")
-    group.add_argument("--redis", help="Redis URL (METRICFOLD_REDIS, default redis://localhost:6379/0)")
+    group.add_argument("--redis", help="Redis URL (METRICFOLD_REDIS, default redis://localhost:6379/0); a password goes in "
+                       "METRICFOLD_REDIS_PASSWORD, not on the command line")
     group.add_argument("--topic", help="event topic (METRICFOLD_TOPIC, default metricfold.events)")
     group.add_argument("--namespace", help="Redis key prefix (METRICFOLD_NAMESPACE, default mf)")
     group.add_argument("--group", help="consumer group id (METRICFOLD_GROUP, default metricfold-<namespace>)")
@@ -106,8 +108,8 @@ def _cmd_consume(args: argparse.Namespace) -> int:
             )
 
     print(
-        f"consuming {settings.topic} at {settings.kafka} as group {settings.group_id} into "
-        f"{settings.redis} (namespace {settings.namespace}, generation {consumer.generation})",
+        f"consuming {settings.topic} at {settings.kafka_display} as group {settings.group_id} into "
+        f"{settings.redis_display} (namespace {settings.namespace}, generation {consumer.generation})",
         file=sys.stderr,
         flush=True,
     )
@@ -127,10 +129,27 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
+    from consumer.tables import render_table
     from producer.spool import sync
 
-    report = sync(args.directory, _settings(args))
-    print(report)
+    settings = _settings(args)
+    directory = Path(args.directory)
+    report = sync(directory, settings)
+    if not report.results:
+        print(f"no spool files (*.spool.avro) under {directory}: nothing to send")
+        return 0
+    rows = [
+        [str(r.path.relative_to(directory)), str(r.sent), str(r.already), str(r.refused),
+         r.status + (f": {r.reason}" if r.reason else "")]
+        for r in report.results
+    ]
+    print(render_table(["file", "sent", "already sent", "refused", "status"], rows))
+    print(f"{report.records} records ({report.events} events) sent to {settings.topic}")
+    problems = [r for r in report.results if not r.ok]
+    if problems:
+        print(f"metricfold: error: {len(problems)} of {len(report.results)} spool files were not fully published "
+              "(skipped, refused or not sent: see the status column)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -282,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser(
         "sync",
         help="publish spooled events (offline runs, or logged while Kafka was unreachable); safe to repeat",
-        description="Publish every spool file in DIR to the event topic. Safe to run twice: files already sent are "
-        "skipped, and the consumer ignores an event it has already applied (producer id + seq).",
+        description="Publish every spool file in DIR to the event topic. Safe to run twice: records already sent are "
+        "not sent again, and the consumer ignores an event it has already applied (producer id + seq). Each record "
+        "is checked as the SDK checks what it sends: one the SDK would not have sent, or one larger than a Kafka "
+        "record, is refused (not published; checked again by the next sync). Prints per file the records sent, "
+        "already sent and refused, and a status with its reason; exits 1 when anything was refused, skipped (not "
+        "a spool file, a marker sync did not write) or not sent (Kafka unreachable), 2 when DIR does not exist.",
     )
     sync.add_argument("directory", metavar="DIR", help="spool directory (default of the SDK: ./metricfold-spool)")
     _add_connection_options(sync)
@@ -342,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the web page (runs table with pinned summary columns, run pages, live updates) and the JSON API",
         description="Serve the runs page, the run page and the read-only JSON API (/api/openapi.json) from Redis, with "
         "live updates pushed from the consumer's pub/sub notices. Binds 127.0.0.1 by default. Redis credentials and TLS "
-        "come from METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD / METRICFOLD_REDIS_CA_CERT (use the read-only "
-        "ACL user, see deploy/redis/users.acl). With --token-file or METRICFOLD_SERVE_TOKEN every request needs "
-        "'Authorization: Bearer <token>' (a browser opens a page once with ?token=<token> and gets a cookie).",
+        "come from METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD[_FILE] / METRICFOLD_REDIS_CA_CERT (use the "
+        "read-only ACL user metricfold-reader, see deploy/redis/README.md). With --token-file or "
+        "METRICFOLD_SERVE_TOKEN every request needs 'Authorization: Bearer <token>' (a browser opens a page once "
+        "with ?token=<token> and gets a cookie).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765; 0: any free port)")
@@ -352,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file", metavar="PATH", help="require this bearer token (a file with one line; or METRICFOLD_SERVE_TOKEN)"
     )
     serve.add_argument("--redis-username", metavar="USER", help="Redis ACL user (METRICFOLD_REDIS_USERNAME; password only from "
-                       "METRICFOLD_REDIS_PASSWORD)")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+                       "METRICFOLD_REDIS_PASSWORD or the file METRICFOLD_REDIS_PASSWORD_FILE names)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (a ?token= value shows as ***)")
     _add_connection_options(serve)
     serve.set_defaults(func=_cmd_serve)
 
@@ -376,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except MetricfoldError as exc:
-        print(f"metricfold: error: {exc}", file=sys.stderr)
+        # one line at a time: a message may quote a key or path holding control characters (schemas.text)
+        print("metricfold: error: " + "\n".join(map(printable, str(exc).split("\n"))), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -69,7 +69,7 @@ def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port
 
     ensure_topics(settings)
     project = time.strftime("vision-%Y%m%d-%H%M%S")
-    print(f"Kafka {settings.kafka} topic {settings.topic}; Redis {settings.redis} namespace {settings.namespace}")
+    print(f"Kafka {settings.kafka_display} topic {settings.topic}; Redis {settings.redis_display} namespace {settings.namespace}")
     print(f"1. {len(RUNS) * RANKS} trainer processes ({len(RUNS)} runs x {RANKS} ranks) log {steps} steps each to demo/{project}")
     started = time.monotonic()
     context = multiprocessing.get_context("spawn")

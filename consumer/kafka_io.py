@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -36,6 +36,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _MaskSaslPassword(logging.Filter):
+    """kafka-python's admin client logs its whole configuration at DEBUG, the SASL password with it: masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping) and record.args.get("sasl_plain_password"):
+            record.args = {**record.args, "sasl_plain_password": "***"}
+        return True
+
+
+logging.getLogger("kafka.admin.client").addFilter(_MaskSaslPassword())
 
 #: Dead letters are kept for 30 days: long enough to look at them, short enough not to grow forever.
 DEAD_LETTER_RETENTION_MS = 30 * 24 * 3600 * 1000
@@ -65,11 +77,11 @@ def _admin(settings: Settings) -> Iterator[KafkaAdminClient]:
     try:
         admin = KafkaAdminClient(**settings.kafka_options(), client_id="metricfold-admin", request_timeout_ms=30000)
     except (KafkaError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_display}: {exc}") from exc
     try:
         yield admin
     except KafkaError as exc:
-        raise BrokerUnavailable(f"Kafka at {settings.kafka} refused an admin request: {exc}") from exc
+        raise BrokerUnavailable(f"Kafka at {settings.kafka_display} refused an admin request: {exc}") from exc
     finally:
         admin.close()
 
@@ -207,7 +219,7 @@ class GroupConsumer:
                 receive_buffer_bytes=4 * 1024 * 1024,
             )
         except (KafkaError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_display}: {exc}") from exc
         if group:
             # Load the topic's metadata before joining: a group leader without it assigns nobody anything.
             deadline = time.monotonic() + 30
@@ -223,7 +235,7 @@ class GroupConsumer:
             try:
                 self._consumer.topics()
             except KafkaError as exc:
-                raise BrokerUnavailable(f"cannot read the topic metadata from Kafka at {settings.kafka}: {exc}") from exc
+                raise BrokerUnavailable(f"cannot read the topic metadata from Kafka at {settings.kafka_display}: {exc}") from exc
         else:
             partitions = sorted(self._consumer.partitions_for_topic(self.topic) or [])
             if not partitions:
@@ -399,7 +411,7 @@ class DeadLetterProducer:
                 client_id="metricfold-dead-letters",
             )
         except (KafkaError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_display}: {exc}") from exc
         self._pending: list[Any] = []
 
     def send(self, record: Record, reason: str, extra: dict[str, str] | None = None) -> None:

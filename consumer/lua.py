@@ -1,11 +1,19 @@
 """The Lua scripts of the Redis store (consumer/store.py registers them; each runs as one atomic step).
 
-`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per batch); `READ_RUN`, `READ_TABLE` and
-`READ_PROJECTS` are the read API's, each resolving the active generation and reading in the same step, so
-a read never mixes two generations. The key layout is in consumer/store.py's docstring.
+`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per batch, EVALSHA); `READ_RUN`,
+`READ_TABLE` and `READ_PROJECTS` are the read API's, each resolving the active generation and reading in the same
+step, so a read never mixes two generations. The reads are not sent as scripts: they form one Redis function
+library (`READ_LIBRARY`, loaded with FUNCTION LOAD, called with FCALL_RO), so that the read-only ACL user may run
+these functions and no other Lua (deploy/redis/README.md). The key layout is in consumer/store.py's docstring.
 """
 
-__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_PROJECTS", "READ_RUN", "READ_TABLE"]
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PROJECTS", "READ_RUN", "READ_TABLE", "FunctionLibrary",
+           "read_library"]
 
 _ADVANCE = """
 -- Advance a partition's checkpoint (only forwards) and count the batch's undecodable records once. Returns 1
@@ -156,7 +164,7 @@ return {gen, redis.call('HGETALL', base .. 'summary'), redis.call('HGETALL', bas
 READ_TABLE = """
 -- KEYS: 1 <ns>:active; ARGV: 1 namespace, 2 project path, 3 generation ('' = the active one), 4 sort path
 -- ('' = last update), 5 '1' descending / '0' ascending, 6 offset, 7 limit, 8.. flat paths to read per run.
--- One page of a project's runs table from its sorted sets, in one atomic step (read-only: run with EVAL_RO).
+-- One page of a project's runs table from its sorted sets, in one atomic step (read-only: FCALL_RO).
 -- Returns {false} (no generation), {gen, -1} (no such project), {gen, -2} (no such sort path), or
 -- {gen, total in the sort index, runs in the project, {{run_id, {name, state, updated, created}, {values}}...},
 -- the project's numeric flat paths (the column picker)}.
@@ -205,3 +213,30 @@ CHECKPOINT = _ADVANCE + """
 -- apply_runs call, or there were none; otherwise apply_runs advances the checkpoints itself.)
 return advance(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionLibrary:
+    """A Redis function library: `code` for FUNCTION LOAD, and the name of each of its functions (for FCALL_RO)."""
+
+    name: str
+    code: str
+    functions: dict[str, str]
+
+
+def read_library(tag: str = "") -> FunctionLibrary:
+    """READ_RUN, READ_TABLE and READ_PROJECTS as one function library, each function flagged `no-writes` (so
+    FCALL_RO runs it, and Redis refuses any write inside). The library's and the functions' names end with a digest
+    of the code: two metricfold versions sharing a Redis never replace each other's functions, and loading the
+    same library twice is harmless. *tag* makes another library of the same functions (tests use one of their own)."""
+    bodies = {"read_run": READ_RUN, "read_table": READ_TABLE, "read_projects": READ_PROJECTS}
+    digest = hashlib.sha256("\0".join([tag, *bodies.values()]).encode()).hexdigest()[:16]
+    functions = {role: f"metricfold_{role}_{digest}" for role in bodies}
+    parts = [f"#!lua name=metricfold_reads_{digest}\n"]
+    for role, body in bodies.items():
+        parts.append(f"redis.register_function{{function_name='{functions[role]}', flags={{'no-writes'}},\n"
+                     f"  callback=function(KEYS, ARGV)\n{body}end}}\n")
+    return FunctionLibrary(name=f"metricfold_reads_{digest}", code="".join(parts), functions=functions)
+
+
+READ_LIBRARY = read_library()

@@ -38,7 +38,7 @@ from consumer.fold import (
 from consumer.kafka_io import ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
 from consumer.store import APPLIED, CONFLICT, MOVED, RunWrite, Store
 from schemas import codec
-from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError
+from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError, WriteRefused
 from schemas.limits import Limits, check_run_part
 from schemas.settings import Settings
 
@@ -97,6 +97,19 @@ STATES_PER_BATCH = 64
 
 class _ResumeNeeded(MetricfoldError):
     """A run's stored state lacks records that are behind the read position: read again from the resume point."""
+
+
+class _BadRecords(Exception):
+    """Records failed for a reason of their own while being folded or written (an exception from the fold, a
+    value that cannot be encoded for Redis, a write script failing on them), not because Kafka or Redis is away.
+
+    *spans* are (partition, first offset, last offset): one record, which is then dead-lettered, or several
+    (a batch), which are then read again one record at a time to find the one at fault."""
+
+    def __init__(self, reason: str, spans: list[tuple[int, int, int]]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.spans = spans
 
 
 @dataclasses.dataclass
@@ -158,6 +171,7 @@ class Consumer:
         self.limits = limits or Limits.from_env()
         self.store = store or Store(settings)
         self.generation = self.store.ensure_generation()
+        self.store.load_read_functions()  # the read-only ACL user (serve, Grafana) cannot load them itself
         self.group = group
         self.live = group  # a live consumer follows `<ns>:active`; a replay writes its own generation
         self.stop_at = stop_at
@@ -173,6 +187,13 @@ class Consumer:
         # later means it lost acknowledged writes
         self._known: dict[int, int] = {}
         self.stopping = False
+        # records that failed on their own (_BadRecords): (partition, offset) -> reason, dead-lettered when read
+        # again; and partition -> last offset of a failed batch, read again one record at a time up to it
+        self._poison: dict[tuple[int, int], str] = {}
+        self._suspect: dict[int, int] = {}
+        # dead letters sent for records whose batch has not been written yet: a batch that fails and is read
+        # again does not send them twice (the run writes count them once either way)
+        self._dead_sent: set[tuple[int, int, str | None, str | None]] = set()
         #: called with each batch's BatchTiming (`metricfold consume --timings`); None: not measured
         self.on_timing: Callable[[BatchTiming], None] | None = None
 
@@ -247,7 +268,10 @@ class Consumer:
                     if not records and kafka.reached(self.stop_at):
                         break
                 if records:
-                    self.process(records, poll_s=poll_s)
+                    if self._suspect:
+                        records = self._process_one_by_one(records)
+                    if records:
+                        self.process(records, poll_s=poll_s)
                     last_progress = time.monotonic()
                     if on_batch:
                         on_batch(self.report)
@@ -267,10 +291,15 @@ class Consumer:
             except _ResumeNeeded as exc:
                 log.warning("%s; reading again from the Redis resume point", exc)
                 self._reset(0.0)
+            except _BadRecords as exc:
+                self._isolate(exc)
+                self._reset(0.0)
             except StoreUnavailable as exc:
                 self.report.redis_failures += 1
                 log.warning("Redis is unavailable (%s); resuming from its checkpoint in %.1f s", exc, backoff)
                 self._reset(backoff)
+                with contextlib.suppress(StoreUnavailable):  # a Redis that lost its data lost the read functions too
+                    self.store.load_read_functions()
                 backoff = min(backoff * 2, 10.0)
             except BrokerUnavailable as exc:
                 log.warning("Kafka is unavailable (%s); resuming from the Redis checkpoint in %.1f s", exc, backoff)
@@ -281,10 +310,38 @@ class Consumer:
         if self._dirty and self._kafka is not None:
             try:  # so that the next consumer need not read back (it would be right either way)
                 self.store_states(everything=True)
-            except (StoreUnavailable, GenerationMoved) as exc:
+            except (StoreUnavailable, GenerationMoved, _BadRecords) as exc:
                 log.warning("could not store the last fold states (%s); the next consumer reads back for them", exc)
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _isolate(self, exc: _BadRecords) -> None:
+        """Remember what failed: one record is dead-lettered when it is read again; the records of a failed batch
+        are read again one at a time, each written alone, so that the one at fault shows itself."""
+        if len(exc.spans) == 1 and exc.spans[0][1] == exc.spans[0][2]:
+            partition, offset, _ = exc.spans[0]
+            self._poison[(partition, offset)] = f"refused: {exc.reason}"
+            log.warning("record %d of partition %d cannot be folded or written (%s); it goes to %s and the stream "
+                        "goes on", offset, partition, exc.reason, self.settings.dead_letter_topic)
+            return
+        for partition, _, last in exc.spans:
+            self._suspect[partition] = max(last, self._suspect.get(partition, last))
+        log.warning("a batch failed for its records' sake (%s); reading partitions %s again one record at a time to "
+                    "find the one at fault", exc.reason, sorted(p for p, _, _ in exc.spans))
+
+    def _process_one_by_one(self, records: list[Record]) -> list[Record]:
+        """Fold and write alone each record of a partition read again after a batch failed for its records'
+        sake (up to that batch's last offset); return the other records, for a batch as usual."""
+        rest: list[Record] = []
+        for record in records:
+            last = self._suspect.get(record.partition)
+            if last is None or record.offset > last:
+                rest.append(record)
+                continue
+            self.process([record], strict=True)
+            if record.offset == last:
+                del self._suspect[record.partition]
+        return rest
 
     def _reset(self, wait_s: float) -> None:
         """After a failed batch: forget every cached state and read again from the Redis checkpoint.
@@ -316,11 +373,15 @@ class Consumer:
         self._kafka = None
         self._dead = None
 
-    def process(self, records: list[Record], *, poll_s: float = 0.0) -> None:
+    def process(self, records: list[Record], *, poll_s: float = 0.0, strict: bool = False) -> None:
         """Fold one poll's records and write them to Redis in one round trip; then commit to Kafka.
 
         Records are grouped by their key (the run path) and decoded one at a time while folding, so a poll's
         decoded events never all sit in memory at once. *poll_s*: how long the poll took (for `on_timing`).
+        *strict*: the runs' fold states are encoded after each record (so that a record whose state cannot be
+        stored shows itself), and no other run's state is stored with this batch.
+
+        Raises _BadRecords when records fail for their own sake (see Consumer._isolate).
         """
         began = time.monotonic()
         polled_ms = time.time() * 1000.0
@@ -341,13 +402,15 @@ class Consumer:
                 continue
             groups.setdefault((path, record.partition), []).append(record)
 
-        writes, pending = self._fold_groups(groups, dead, undecodable)
-        self._add_due_states(writes, pending, everything=False)
+        writes, pending = self._fold_groups(groups, dead, undecodable, strict=strict)
+        if not strict:
+            self._add_due_states(writes, pending, everything=False)
         dead.flush()
         known = {p: self._known[p] for p in next_offsets if p in self._known}
         folded, runs = time.monotonic(), len(writes)
-        results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
+        results = self._apply(writes, pending, next_offsets, undecodable, known)
         self._check_moved(results)
+        self._count(writes, results)
         retries = [pending[i] for i, r in enumerate(results) if r == CONFLICT]
         self._stored(writes, results)
         if retries:
@@ -355,27 +418,63 @@ class Consumer:
             self._check_not_lost([w for w, r in zip(writes, results, strict=True) if r == CONFLICT])
             for key, _ in retries:
                 self._forget(key[0])
-            writes, _ = self._fold_groups(OrderedDict(retries), dead, None)
+            writes, pending = self._fold_groups(OrderedDict(retries), dead, None, strict=strict)
             dead.flush()
-            results = self.store.apply(writes, next_offsets, undecodable, live=self.live, known=known)
+            results = self._apply(writes, pending, next_offsets, undecodable, known)
             self._check_moved(results)
+            self._count(writes, results)
             if CONFLICT in results:
                 raise StoreUnavailable("a run kept changing under us (is a second consumer writing this generation?)")
         for partition, offset in next_offsets.items():
             self._known[partition] = max(offset, self._known.get(partition, offset))
+        if self._poison:  # dead-lettered with this batch: Redis holds that now
+            for done in [k for k in self._poison if k[1] < next_offsets.get(k[0], -1)]:
+                del self._poison[done]
+        if self._dead_sent:
+            self._dead_sent = {k for k in self._dead_sent if k[1] >= next_offsets.get(k[0], -1)}
         self.report.undecodable += sum(undecodable.values())
         if self.on_timing is not None:
             self.on_timing(_timing(records, runs, poll_s, folded - began, time.monotonic() - folded, polled_ms))
         self._kafka.commit(next_offsets)
         self._evict()
 
+    def _apply(self, writes: list[RunWrite], pending: list[tuple[tuple[str, int], list[Record]]],
+               checkpoints: dict[int, int], undecodable: dict[int, int] | None = None,
+               known: dict[int, int] | None = None) -> list[int]:
+        """Store.apply, with a refusal of some runs' writes for their content turned into _BadRecords naming
+        the records behind those writes."""
+        try:
+            return self.store.apply(writes, checkpoints, undecodable, live=self.live, known=known)
+        except WriteRefused as exc:
+            refused = set(exc.run_paths)
+            spans = [self._span_of(path, partition, records) for (path, partition), records in pending if path in refused]
+            raise _BadRecords(str(exc), spans) from exc
+
+    def _count(self, writes: list[RunWrite], results: list[int]) -> None:
+        """Count in the report what Redis now counts: the events and dead letters of the writes that applied
+        (a batch that failed, or a write refolded after a conflict, is counted when it lands)."""
+        for write, result in zip(writes, results, strict=True):
+            if result == APPLIED:
+                self.report.events_applied += write.events
+                self.report.dead_letters += write.dead_letters
+
+    def _span_of(self, path: str, partition: int, records: list[Record]) -> tuple[int, int, int]:
+        """The records behind a run's write: this batch's, or (a write of its state alone) every record folded
+        into the state since it was last stored."""
+        if records:
+            return partition, records[0].offset, records[-1].offset
+        cached = self._cache[path]
+        first = cached.first_unstored.get(partition, cached.stored.get(partition, -1) + 1)
+        return partition, first, cached.folded.get(partition, first)
+
     def store_states(self, *, everything: bool = True) -> None:
         """Store the fold states that differ from the stored ones (*everything*: all that can be; else the due
         ones), without records: used when the consumer is idle and when it stops."""
         writes: list[RunWrite] = []
-        self._add_due_states(writes, [], everything=everything)
+        pending: list[tuple[tuple[str, int], list[Record]]] = []
+        self._add_due_states(writes, pending, everything=everything)
         if writes:
-            results = self.store.apply(writes, {}, live=self.live)
+            results = self._apply(writes, pending, {})
             self._check_moved(results)
             self._stored(writes, results)
             if CONFLICT in results:  # another writer, or Redis lost writes: start over from what Redis holds
@@ -405,7 +504,7 @@ class Consumer:
             if cached.folded != cached.applied:  # still folding again what its views hold: not storable yet
                 continue
             taken += 1
-            state = state_to_bytes(cached.state)
+            state = self._state_bytes(path, cached)
             i = index.get(path)
             if i is not None:
                 writes[i].state = state
@@ -416,6 +515,16 @@ class Consumer:
             writes.append(RunWrite(run_path=path, partition=partition, offset=offset, expected_prev=offset, state=state,
                                    updated_ms=cached.updated_ms, state_at=dict(cached.folded)))
             pending.append(((path, partition), []))
+
+    def _state_bytes(self, path: str, cached: _Cached, records: list[Record] | None = None) -> bytes:
+        """The run's state as stored; one that cannot be encoded is the fault of the records folded into it
+        since it was last stored (or of *records*)."""
+        try:
+            return state_to_bytes(cached.state)
+        except Exception as exc:  # any failure here is of this run's data
+            partition = self._partition_of[path]
+            raise _BadRecords(f"the fold state of run {path} cannot be stored: {_what(exc)}",
+                              [self._span_of(path, partition, records or [])]) from exc
 
     def _stored(self, writes: list[RunWrite], results: list[int]) -> None:
         """Note what Redis now holds: the states of the writes that were not conflicts (stored, or Redis kept a
@@ -486,12 +595,15 @@ class Consumer:
                                         _events_of(state), int(state.updated or 0), lagging=lagging)
 
     def _fold_groups(
-        self, groups: _Groups, dead: DeadLetterProducer, undecodable: dict[int, int] | None
+        self, groups: _Groups, dead: DeadLetterProducer, undecodable: dict[int, int] | None, *, strict: bool = False
     ) -> tuple[list[RunWrite], list[tuple[tuple[str, int], list[Record]]]]:
         """Fold each run's records; *undecodable* (None on a retry) collects the records that are not events.
 
         A record the stored state holds is skipped; one the views hold but the cached state does not (read again
-        after a restart, the state being stored less often than the views) is folded into the state only."""
+        after a restart, the state being stored less often than the views) is folded into the state only. A
+        record found at fault before (`_poison`) is dead-lettered instead of folded, and the run's write moves
+        its applied offset over it, so that it is counted once. An exception from the fold other than a
+        refusal raises _BadRecords: the state may be half-changed, so the consumer starts over from Redis."""
         self._load(list(dict.fromkeys(path for path, _ in groups)))
         writes: list[RunWrite] = []
         pending: list[tuple[tuple[str, int], list[Record]]] = []
@@ -510,12 +622,23 @@ class Consumer:
             for record in records:
                 if folded is not None and record.offset <= folded:  # in the state already
                     continue
+                poisoned = self._poison.get((partition, record.offset)) if self._poison else None
+                if poisoned is not None:
+                    if partition not in cached.stored and partition not in cached.first_unstored:
+                        cached.first_unstored[partition] = record.offset
+                    if applied is None or record.offset > applied:  # else it went with an earlier write
+                        self._dead_letter(dead, record, poisoned)
+                        rejected += 1
+                        last_offset = record.offset
+                    continue
                 try:
                     decoded = codec.decode(record.value or b"")
                     if _joined_path(decoded) != path:  # equal to the checked key path: valid, no need to check again
                         inside = run_path_of(decoded)
                         raise ValidationError(f"the record key {path!r} is not the run path of its events ({inside!r})")
-                except (CodecError, ValidationError) as exc:
+                except Exception as exc:  # CodecError, ValidationError, or anything a malformed body makes fastavro raise
+                    if isinstance(exc, MetricfoldError) and not isinstance(exc, (CodecError, ValidationError)):
+                        raise
                     if undecodable is not None and record.offset >= known:  # counted with the checkpoint: once
                         dead.send(record, f"undecodable: {exc}")
                         undecodable[partition] = undecodable.get(partition, 0) + 1
@@ -524,9 +647,9 @@ class Consumer:
                     cached.first_unstored[partition] = record.offset
                 (again if applied is not None and record.offset <= applied else units).append(([record], decoded))
             if again:
-                for _, decoded in merge_log_records(again):
+                for unit_records, decoded in _merged(path, partition, again):
                     with contextlib.suppress(MetricfoldError):  # its refusals went to the dead letters the first time
-                        fold_record(cached.state, decoded, limits=self.limits)
+                        self._fold_unit(path, partition, cached, unit_records, decoded, strict)
                 folded = cached.folded[partition] = again[-1][0][-1].offset
                 self._mark_dirty(path, cached, now)
                 if folded == applied:  # the state holds what the views hold again: what they show is published
@@ -536,14 +659,14 @@ class Consumer:
             if units and folded != applied:
                 raise _ResumeNeeded(f"the stored state of run {path} lacks records of partition {partition} before "
                                     f"offset {units[0][0][0].offset}")
-            for unit_records, decoded in merge_log_records(units):
+            for unit_records, decoded in _merged(path, partition, units):
                 last_offset = unit_records[-1].offset
                 try:
-                    refused = fold_record(cached.state, decoded, limits=self.limits)
+                    refused = self._fold_unit(path, partition, cached, unit_records, decoded, strict)
                 except MetricfoldError as exc:  # a record the fold could not take at all
                     refused = []
                     for record in unit_records:
-                        dead.send(record, f"refused: {exc}")
+                        self._dead_letter(dead, record, f"refused: {exc}")
                     rejected += len(unit_records)
                 for r in refused:
                     extra = {"item.index": str(r.index)}
@@ -551,12 +674,16 @@ class Consumer:
                         extra["producer.id"] = r.producer_id
                     if r.seq is not None:
                         extra["seq"] = str(r.seq)
-                    dead.send(_source_of(unit_records, r.seq), r.reason, extra)
+                    self._dead_letter(dead, _source_of(unit_records, r.seq), r.reason, extra)
                 rejected += len(refused)
             if last_offset is None:
                 continue
-            changes = take_changes(cached.state)
-            events = _events_of(cached.state)
+            try:
+                changes = take_changes(cached.state)
+                events = _events_of(cached.state)
+            except Exception as exc:  # a fault of this run's data (or a bug): find the record behind it
+                raise _BadRecords(f"the changes of run {path} cannot be taken: {_what(exc)}",
+                                  [(partition, records[0].offset, records[-1].offset)]) from exc
             updated = int(changes.meta.get("updated", cached.updated_ms) or 0)
             stored_at = cached.stored.get(partition)
             if partition in cached.lagging:
@@ -583,14 +710,57 @@ class Consumer:
             cached.events = events
             cached.updated_ms = updated
             self._mark_dirty(path, cached, now)
-            self.report.events_applied += write.events
-            self.report.dead_letters += rejected
         return writes, pending
+
+    def _fold_unit(self, path: str, partition: int, cached: _Cached, unit_records: list[Record],
+                   decoded: tuple[str, Any], strict: bool) -> list[Any]:
+        """fold_record for the records of one unit (one record, or consecutive LogBlocks merged); a refusal
+        (MetricfoldError) passes through, any other exception becomes _BadRecords naming the unit's records.
+        *strict*: also check that the state can still be stored."""
+        try:
+            refused = fold_record(cached.state, decoded, limits=self.limits)
+        except MetricfoldError:
+            raise
+        except Exception as exc:
+            raise _BadRecords(f"the fold failed on run {path}: {_what(exc)}",
+                              [(partition, unit_records[0].offset, unit_records[-1].offset)]) from exc
+        if strict:
+            self._state_bytes(path, cached, unit_records)
+        return refused
+
+    def _dead_letter(self, dead: DeadLetterProducer, record: Record, reason: str,
+                     extra: dict[str, str] | None = None) -> None:
+        """Send a refused record (or one event of it) to the dead letters, unless this process sent it already
+        for a batch that then failed and is being read again."""
+        key = (record.partition, record.offset, (extra or {}).get("item.index"), (extra or {}).get("seq"))
+        if key not in self._dead_sent:
+            self._dead_sent.add(key)
+            dead.send(record, reason, extra)
 
     def _mark_dirty(self, path: str, cached: _Cached, now: float) -> None:
         if cached.dirty_since is None:
             cached.dirty_since = now
             self._dirty[path] = None
+
+
+def _what(exc: BaseException) -> str:
+    """An exception in one line of a few hundred characters at most (a UnicodeError's repr holds its whole
+    text: a run's state)."""
+    if isinstance(exc, UnicodeError):
+        reason, start = getattr(exc, "reason", ""), getattr(exc, "start", "?")
+        return f"{type(exc).__name__}: {reason} at position {start}"
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _merged(path: str, partition: int, units: list[tuple[list[Record], tuple[str, Any]]]
+            ) -> list[tuple[list[Record], tuple[str, Any]]]:
+    """merge_log_records, with a failure on odd (but decodable) records turned into _BadRecords."""
+    try:
+        return merge_log_records(units)
+    except Exception as exc:
+        raise _BadRecords(f"merging the log records of run {path} failed: {_what(exc)}",
+                          [(partition, units[0][0][0].offset, units[-1][0][-1].offset)]) from exc
 
 
 def _source_of(records: list[Record], seq: int | None) -> Record:

@@ -34,17 +34,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+import logging
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import redis
 import redis.asyncio
 
 from consumer.fold import Changes
-from consumer.lua import APPLY_RUNS, CHECKPOINT, READ_PROJECTS, READ_RUN, READ_TABLE
-from schemas.errors import RunNotFound, StoreUnavailable
+from consumer.lua import APPLY_RUNS, CHECKPOINT, READ_LIBRARY
+from schemas.errors import ConfigError, RunNotFound, StoreUnavailable, ValidationError, WriteRefused
+from schemas.names import run_name
 from schemas.settings import Settings
+from schemas.text import printable
 
 __all__ = [
     "APPLIED", "CONFLICT", "MOVED", "SKIPPED",
@@ -146,19 +149,76 @@ def _client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+class _HandshakeFailed(redis.ConnectionError):
+    """A new connection's handshake failed: the server is not Redis, refused the credentials or has no such database."""
+
+
+def _shown(exc: BaseException) -> str:
+    """An error's text as it may be shown: what a server that is not Redis sent may hold anything."""
+    return printable(str(exc)[:200])
+
+
+def _handshake(connection: Any) -> None:
+    """redis-py's setup of each new connection (AUTH or HELLO, SELECT), then PING: a server that does not answer
+    like Redis fails here, before any command of ours, with the reason (`redis_connect_func` of redis-py)."""
+    try:
+        connection.on_connect()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise _HandshakeFailed(f"Redis refused the credentials ({_shown(exc)}): check the URL's user:password@ or "
+                               "METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD (or _PASSWORD_FILE)") from exc
+    except redis.ResponseError as exc:
+        if connection.db and "DB index" in str(exc):
+            raise _HandshakeFailed(f"Redis has no database {connection.db} ({_shown(exc)}; its `databases` setting says "
+                                   "how many it has, 16 by default: numbered from 0)") from exc
+        if "unknown command" in str(exc):  # Redis knows every command redis-py sends there (or redis-py ignores it)
+            raise _HandshakeFailed(f"the server there does not speak the Redis protocol (it answered: {_shown(exc)})") from exc
+        raise _HandshakeFailed(f"Redis refused to set up the connection: {_shown(exc)}") from exc
+    except redis.BusyLoadingError:
+        raise  # Redis, loading its data: unavailable for now
+    except (redis.exceptions.InvalidResponse, redis.ConnectionError) as exc:
+        raise _HandshakeFailed(
+            f"the server there does not speak the Redis protocol ({_shown(exc)}); if it is a TLS port, use rediss://"
+        ) from exc
+    try:
+        connection.send_command("PING", check_health=False)
+        reply = connection.read_response()
+    except redis.exceptions.NoPermissionError:
+        return  # an ACL user without PING: the server is Redis
+    except (redis.ResponseError, redis.exceptions.InvalidResponse, redis.ConnectionError) as exc:
+        raise _HandshakeFailed(f"the server there does not speak the Redis protocol ({_shown(exc)})") from exc
+    if reply not in (b"PONG", "PONG"):
+        raise _HandshakeFailed(f"the server there does not speak the Redis protocol (it answered PING with {reply!r:.60})")
+
+
 def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis,
-        **_client_options(settings),
-        decode_responses=decode,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    try:
+        return redis.Redis.from_url(
+            settings.redis,
+            **_client_options(settings),
+            decode_responses=decode,
+            socket_timeout=30,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            redis_connect_func=_handshake,
+        )
+    except ValueError as exc:  # redis-py's URL parser: "Invalid value for 'socket_timeout' in connection URL."
+        raise ConfigError(f"Redis URL {settings.redis_display!r}: {exc}") from None
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _listed(names: Sequence[str], shown: int = 12) -> str:
+    """``a, b, c`` or ``a, b, c, ... (40 in all)``: what exists, in an error message."""
+    more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _shown_name(name: str | None, run_id: str) -> str:
+    """The run's name for every reader: the one it was given, else the one made up from its run id (as the SDK's
+    ``run.name`` shows it; W&B's adjective-noun-N). Never stored: the fold and the digests do not see it."""
+    return name or run_name(run_id)
 
 
 def _pairs(flat: list[bytes]) -> dict[str, str]:
@@ -170,8 +230,25 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
 def _mapped(settings: Settings) -> Iterator[None]:
     try:
         yield
+    except _HandshakeFailed as exc:
+        raise StoreUnavailable(f"cannot talk to Redis at {settings.redis_display}: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-        raise StoreUnavailable(f"cannot reach Redis at {settings.redis}: {exc}") from exc
+        raise StoreUnavailable(f"cannot reach Redis at {settings.redis_display}: {exc}") from exc
+
+
+#: error replies of Redis itself (not of a script's data) that redis-py leaves as a plain ResponseError; the
+#: others (OOM, READONLY, NOPERM, LOADING, NOSCRIPT, auth) have classes of their own
+_SERVER_ERRORS = ("BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "NOREPLICAS", "MISCONF")
+
+
+def _script_error(error: redis.exceptions.ResponseError) -> bool:
+    """True for an error raised inside a script by the data it was given (a Lua runtime error, a command
+    refusing an argument), False for Redis refusing to run it at all (out of memory, read-only, no permission,
+    busy, loading, ...), which the consumer waits out instead of dead-lettering records."""
+    text = str(error)
+    if "can't run this command" in text or "No permissions" in text:  # an ACL refusal inside the script: the setup's fault
+        return False
+    return type(error) is redis.exceptions.ResponseError and "script" in text and not text.startswith(_SERVER_ERRORS)
 
 
 #: run writes per APPLY_RUNS call, and roughly the bytes (one call is one atomic step: readers wait for it)
@@ -213,9 +290,25 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, 
             named, "" if w.lacks_from is None else str(w.lacks_from),
             {str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
         ])
-    document = json.dumps(runs, ensure_ascii=False, separators=(",", ":"))
-    return [keys.generation if live else "", keys.prefix, document, keys.lag(topic), checkpoints,
+    return [keys.generation if live else "", keys.prefix, _encode_runs(runs, writes), keys.lag(topic), checkpoints,
             *(w.state for w in writes), *blobs]
+
+
+def _encode_runs(runs: list[list[Any]], writes: Sequence[RunWrite]) -> bytes:
+    """The runs' changes as one UTF-8 JSON document. Text that UTF-8 cannot carry (a lone surrogate) or a value
+    JSON cannot write is the fault of the runs holding it: WriteRefused names them (the consumer dead-letters
+    their records), where hiredis would raise deep inside the pipeline for the whole batch."""
+    try:
+        return json.dumps(runs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        bad: list[str] = []
+        for run, write in zip(runs, writes, strict=True):
+            try:
+                json.dumps(run, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError):
+                bad.append(write.run_path)
+        what = f"{exc.reason} at position {exc.start}" if isinstance(exc, UnicodeEncodeError) else str(exc)[:300]
+        raise WriteRefused(f"the changes cannot be encoded for Redis: {what}", bad or [w.run_path for w in writes]) from exc
 
 
 class Store:
@@ -227,9 +320,10 @@ class Store:
         self._generation = generation
         self._apply = self.client.register_script(APPLY_RUNS)
         self._checkpoint = self.client.register_script(CHECKPOINT)
-        self._read_run = self.client.register_script(READ_RUN)
-        self._read_table = self.client.register_script(READ_TABLE)
-        self._read_projects = self.client.register_script(READ_PROJECTS)
+        # the reads are functions of one library (FCALL_RO: the read-only ACL user may run them, and no other Lua)
+        self._reads = READ_LIBRARY
+        self._read_run, self._read_table, self._read_projects = (
+            self._reads.functions[f] for f in ("read_run", "read_table", "read_projects"))
 
     def close(self) -> None:
         self.client.close()
@@ -361,7 +455,12 @@ class Store:
                 # one call (most batches): it advances the checkpoints too, so the batch takes one round trip
                 merged = json.dumps([keys.checkpoint(topic), keys.stats, rows]) if rows and len(chunks) == 1 else ""
                 calls = [(self._apply, [keys.active], _apply_args(keys, topic, chunk, live, merged)) for chunk in chunks]
-                for chunk, replies in zip(chunks, self._evalsha_all(calls), strict=True):
+                replied = self._evalsha_all(calls)
+                refused = [(chunk, reply) for chunk, reply in zip(chunks, replied, strict=True) if isinstance(reply, Exception)]
+                if refused:  # a script error on a call's data: those runs' records are at fault, not Redis
+                    raise WriteRefused(f"Redis refused a write: {refused[0][1]}",
+                                       [w.run_path for chunk, _ in refused for w in chunk])
+                for chunk, replies in zip(chunks, replied, strict=True):
                     if replies == MOVED:
                         results += [MOVED] * len(chunk)
                         continue
@@ -371,8 +470,11 @@ class Store:
             if advanced is None and CONFLICT not in results and MOVED not in results and rows:
                 calls = [(self._checkpoint, [keys.checkpoint(topic), keys.stats], row) for row in rows]
                 advanced = self._evalsha_all(calls)
+                failed = [r for r in advanced if isinstance(r, Exception)]
+                if failed:  # no run's data is in these calls: nothing to dead-letter, and nothing to advance
+                    raise StoreUnavailable(f"Redis refused to advance the checkpoints: {failed[0]}")
             if advanced is not None and -1 in (int(r) for r in advanced):
-                raise StoreUnavailable(f"Redis at {self.settings.redis} holds older checkpoints than it acknowledged: "
+                raise StoreUnavailable(f"Redis at {self.settings.redis_display} holds older checkpoints than it acknowledged: "
                                        "it lost writes (restarted without its last fsync?)")
         return results
 
@@ -380,27 +482,69 @@ class Store:
         """EVALSHA each (script, keys, args) in one pipeline: one round trip. redis-py's own script calls in a
         pipeline first ask SCRIPT EXISTS, a second round trip per batch; here a script Redis does not hold (it
         restarted, or SCRIPT FLUSH) is loaded when Redis says NOSCRIPT, and the calls are sent again (a call that
-        got NOSCRIPT did not run; a write that ran is skipped the second time, as already applied)."""
+        got NOSCRIPT did not run; a write that ran is skipped the second time, as already applied).
+
+        A call that failed inside its script (an error about its data) is returned as its exception, for the
+        caller to name the runs; any other error reply (out of memory, read-only replica, no permission, busy,
+        loading) is Redis being unable to take writes now: StoreUnavailable, and the consumer retries."""
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                return list(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
+            replies = list(pipe.execute(raise_on_error=False))
+            errors = [r for r in replies if isinstance(r, redis.exceptions.ResponseError)]
+            if not errors:
+                return replies
+            if any(isinstance(e, redis.exceptions.NoScriptError) for e in errors) and attempt == 1:
                 for script in {script for script, _, _ in calls}:
                     script.sha = self.client.script_load(script.script)
+                continue
+            for error in errors:
+                if not _script_error(error):
+                    raise StoreUnavailable(f"Redis cannot take the writes now: {error}") from error
+            return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ read side
-    def _read_only(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run a read-only script with EVALSHA_RO (EVAL_RO the first time), so a read-only ACL user may run it."""
+    def load_read_functions(self) -> None:
+        """FUNCTION LOAD the read functions' library (consumer/lua.py) unless Redis has it. The consumer does this
+        when it starts; a read that finds the library missing does it too when its user may (the read-only ACL
+        user may not: it is told to start the consumer). Loading survives Redis restarts (AOF or RDB) but not a
+        FUNCTION FLUSH or a Redis that lost its data."""
+        with _mapped(self.settings):
+            try:
+                self._load_reads()
+            except redis.exceptions.NoPermissionError:
+                who = self.settings.redis_username or "default"
+                raise ConfigError(
+                    f"Redis user {who!r} may not load metricfold's read functions (FUNCTION LOAD): give the "
+                    "consumer's user the rules of `python -m consumer.acl` (deploy/redis/README.md)"
+                ) from None
+
+    def _load_reads(self) -> None:
         try:
-            return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return self.client.eval_ro(script.script, len(keys), *keys, *args)
+            self.client.function_load(self._reads.code)
+        except redis.exceptions.ResponseError as exc:
+            if "already exists" not in str(exc):
+                raise
+
+    def _read_only(self, function: str, keys: list[str], args: list[Any]) -> Any:
+        """Call a read function with FCALL_RO. When Redis does not have the library (a new Redis, FUNCTION FLUSH),
+        load it and call again if this user may; else say who loads it."""
+        try:
+            return self.client.fcall_ro(function, len(keys), *keys, *args)
+        except redis.exceptions.ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        try:
+            self._load_reads()
+        except redis.exceptions.NoPermissionError:
+            raise StoreUnavailable(
+                f"Redis at {self.settings.redis_display} does not have metricfold's read functions "
+                f"({self._reads.name}) and this user may not load them: start `metricfold consume` once (the "
+                "consumer loads them when it starts)"
+            ) from None
+        return self.client.fcall_ro(function, len(keys), *keys, *args)
 
     def _read_generation(self) -> str:
         """Readers always resolve the active generation (unless one was given explicitly)."""
@@ -422,6 +566,7 @@ class Store:
         summary, flat, meta, tensors = (_pairs(r) for r in reply[1:])
         if not meta and not summary:
             raise RunNotFound(f"run {run_path!r} is not in namespace {ns!r} (generation {generation})")
+        meta["name"] = _shown_name(meta.get("name"), run_path.rpartition("/")[2])
         return {
             "generation": generation,
             "summary": {k: json.loads(v) for k, v in summary.items()},
@@ -439,18 +584,12 @@ class Store:
     def list_runs(
         self, project_path: str, *, sort: str | None = None, descending: bool = True, limit: int = 50, offset: int = 0
     ) -> tuple[list[str], int]:
-        """run_ids of a project sorted by last update or by a numeric flat path, from the sorted sets; and the total."""
-        keys = Keys(self.settings.namespace, self._read_generation())
-        zkey = keys.project(project_path, "runs") if sort in (None, "updated") else keys.by_path(project_path, sort)
-        with _mapped(self.settings):
-            pipe = self.client.pipeline(transaction=True)
-            if descending:
-                pipe.zrevrange(zkey, offset, offset + limit - 1)
-            else:
-                pipe.zrange(zkey, offset, offset + limit - 1)
-            pipe.zcard(zkey)
-            ids, total = pipe.execute()
-        return [_text(i) for i in ids], int(total)
+        """run_ids of a project sorted by last update or by a numeric flat path, from the sorted sets; and the total.
+        An unknown project or sort path raises as `read_table` does (its read: the web's 404 and 400 decision)."""
+        page = self.read_table(
+            project_path, sort=None if sort == "updated" else sort, descending=descending, offset=offset, limit=limit
+        )
+        return [row["run_id"] for row in page.rows], page.total
 
     def project_paths(self, project_path: str) -> list[str]:
         keys = Keys(self.settings.namespace, self._read_generation())
@@ -473,7 +612,8 @@ class Store:
         columns: Sequence[str] = (),
     ) -> TablePage:
         """A page of the runs table in ONE atomic round trip: ids from the sorted set, then each run's meta and
-        the *columns* of its flat view. Raises RunNotFound for an unknown project, ValueError for an unknown sort path."""
+        the *columns* of its flat view. Raises RunNotFound for an unknown project, ValidationError (a ValueError) for an
+        unknown sort path: the web's 404 and 400, the CLI's and Api's errors."""
         ns = self.settings.namespace
         args: list[Any] = [ns, project_path, self._generation or "", sort or "", "1" if descending else "0", offset, limit]
         with _mapped(self.settings):
@@ -481,17 +621,15 @@ class Store:
         if not reply or not reply[0]:
             raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
         generation = _text(reply[0])
-        if reply[1] == -1:
-            raise RunNotFound(f"project {project_path!r} is not in namespace {ns!r} (generation {generation})")
-        if reply[1] == -2:
-            raise ValueError(f"project {project_path!r} has no numeric summary path {sort!r} to sort by")
+        if reply[1] in (-1, -2):
+            self._refuse_table(project_path, sort, generation, unknown_project=reply[1] == -1)
         rows = []
         for run_id, meta, values in reply[3]:
             name, state, updated, created = (None if m is None else _text(m) for m in meta)
             rows.append(
                 {
                     "run_id": _text(run_id),
-                    "name": name or "",
+                    "name": _shown_name(name, _text(run_id)),
                     "state": state or "",
                     "updated": int(updated or 0),
                     "created": int(created or 0),
@@ -500,6 +638,25 @@ class Store:
             )
         paths = sorted(_text(p) for p in reply[4])
         return TablePage(generation=generation, total=int(reply[1]), project_runs=int(reply[2]), rows=rows, paths=paths)
+
+    def _refuse_table(self, project_path: str, sort: str | None, generation: str, *, unknown_project: bool) -> NoReturn:
+        """Raise RunNotFound for a project the generation does not have, ValidationError (a ValueError) for a sort
+        path the project has no number at; each message says what there is instead (one more round trip)."""
+        keys = Keys(self.settings.namespace, generation)
+        where = f"namespace {self.settings.namespace!r} (generation {generation})"
+        with _mapped(self.settings):
+            if unknown_project:
+                known = sorted(_text(p) for p in self.client.smembers(f"{keys.prefix}:projects"))
+                raise RunNotFound(f"project {project_path!r} is not in {where}: "
+                                  + (f"its projects are {_listed(known)}" if known else "it has no projects yet"))
+            paths = sorted(_text(p) for p in self.client.smembers(keys.project(project_path, "paths")))
+        raise ValidationError(
+            f"project {project_path!r} has no numeric summary path {sort!r} to sort by: "
+            + (f"its numeric paths are {_listed(paths)}" if paths else "it has no numeric summary values yet")
+            + " (or sort by last update)",
+            key="sort",
+            value=sort,
+        )
 
     def read_projects(self) -> tuple[str | None, dict[str, int], dict[str, int]]:
         """(generation, {entity/project: number of runs}, stats) in one atomic round trip."""
@@ -512,56 +669,204 @@ class Store:
         return _text(reply[0]), dict(sorted(projects.items())), {k: int(v) for k, v in _pairs(reply[2]).items()}
 
 
-class ChangeFeed:
-    """Asynchronous pub/sub notices of a project's changed runs (for live pages), following generation switches.
+_FEED_POLL_S = 0.05  # the fan-out task's read timeout: how soon it takes up a new watch's subscription
+_FEED_PING_S = 15.0  # a PING on the pub/sub connection this often; no answer within _FEED_PING_TIMEOUT_S: lost
+_FEED_PING_TIMEOUT_S = 10.0
+_FEED_SUBSCRIBE_TIMEOUT_S = 10.0
+_FEED_QUEUE = 256  # notices waiting per watch; beyond that they collapse into one "*" (refetch everything)
+_feed_log = logging.getLogger("metricfold.serve")
 
-    Read-only: SUBSCRIBE, UNSUBSCRIBE and GET of `<ns>:active` only. One Redis connection per open watch.
+
+@dataclasses.dataclass(eq=False)
+class _Watch:
+    """One open watch of a ChangeFeed: its notices, whether its subscription stands, the error that ended it."""
+
+    queue: asyncio.Queue[str] = dataclasses.field(default_factory=lambda: asyncio.Queue(_FEED_QUEUE))
+    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    error: StoreUnavailable | None = None
+
+    def put(self, notice: str) -> None:
+        try:
+            self.queue.put_nowait(notice)
+        except asyncio.QueueFull:  # a stream that does not keep up refetches everything instead
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait("*")
+
+    def fail(self, error: StoreUnavailable) -> None:
+        self.error = error
+        self.ready.set()
+        self.put("")  # wakes the watch, which raises the error
+
+
+class ChangeFeed:
+    """Asynchronous pub/sub notices of projects' changed runs (for live pages), following generation switches.
+
+    One pub/sub connection however many watches are open (`metricfold serve` shares one ChangeFeed among all its
+    `/changes` streams): one task reads it, subscribes to the channel of every watched project, checks
+    `<ns>:active` every *recheck* seconds and hands each notice to the watches of its project; it ends when no
+    watch is left. Read-only: SUBSCRIBE, UNSUBSCRIBE, PING and GET of `<ns>:active` only.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, recheck: float = 2.0) -> None:
         self.settings = settings
+        self.recheck = recheck
+        # no health_check_interval: redis-py's PING check reads from the connection, and only the fan-out task may
+        # read the pub/sub one; that task PINGs it itself
         self.client = redis.asyncio.Redis.from_url(
-            settings.redis, **_client_options(settings), socket_connect_timeout=5, health_check_interval=30
+            settings.redis, **_client_options(settings), socket_connect_timeout=5, socket_timeout=10
         )
+        self._watches: dict[str, set[_Watch]] = {}
+        self._dirty = False  # a watch came or went: the fan-out task (un)subscribes
+        self._hub: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.cancel()
+            await asyncio.gather(hub, return_exceptions=True)
         await self.client.aclose()
 
     async def _active(self) -> str | None:
         try:
             value = await self.client.get(f"{self.settings.namespace}:active")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"cannot reach Redis at {self.settings.redis}: {exc}") from exc
+            raise StoreUnavailable(f"cannot reach Redis at {self.settings.redis_display}: {_shown(exc)}") from exc
         return None if value is None else _text(value)
 
-    async def watch(self, project_path: str, *, tick: float = 1.0, recheck: float = 2.0) -> AsyncIterator[str | None]:
-        """Yield the run_id of each changed run of the project; None at least every *tick* seconds (a chance to stop
-        or send a heartbeat), and "*" after a generation switch (everything may have changed)."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        generation: str | None = None
-        loop = asyncio.get_running_loop()
-        checked = 0.0
+    async def watch(self, project_path: str, *, tick: float = 1.0) -> AsyncGenerator[str | None, None]:
+        """Yield None once subscribed (from then on no change of the project is missed), then the run_id of each
+        changed run of the project; None at least every *tick* seconds (a chance to stop or send a heartbeat), and
+        "*" after a generation switch (everything may have changed). StoreUnavailable when Redis is lost."""
+        watch = _Watch()
+        self._watches.setdefault(project_path, set()).add(watch)
+        self._dirty = True
         try:
+            if self._hub is None or self._hub.done():
+                self._hub = asyncio.get_running_loop().create_task(self._fan_out())
+            try:
+                await asyncio.wait_for(watch.ready.wait(), _FEED_SUBSCRIBE_TIMEOUT_S)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"Redis at {self.settings.redis_display} did not confirm the subscription to the changes of "
+                    f"{project_path} within {_FEED_SUBSCRIBE_TIMEOUT_S:.0f} s"
+                ) from None
+            notice: str | None = None
             while True:
-                if loop.time() - checked >= recheck:
-                    checked = loop.time()
-                    active = await self._active()
-                    if active != generation:
-                        if generation is not None:
-                            await pubsub.unsubscribe()
-                        if active is not None:
-                            await pubsub.subscribe(Keys(self.settings.namespace, active).channel(project_path))
-                        if generation is not None or active is not None:
-                            yield "*" if generation is not None else None
-                        generation = active
-                if generation is None:
-                    await asyncio.sleep(tick)
-                    yield None
-                    continue
+                if watch.error is not None:
+                    raise StoreUnavailable(str(watch.error))
+                yield notice
                 try:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=tick)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise StoreUnavailable(f"lost the Redis subscription at {self.settings.redis}: {exc}") from exc
-                yield None if message is None else _text(message["data"])
+                    notice = await asyncio.wait_for(watch.queue.get(), tick)
+                except TimeoutError:
+                    notice = None
+        finally:
+            watches = self._watches.get(project_path)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[project_path]
+                self._dirty = True
+
+    def _notify(self, project: str | None, notice: str) -> None:
+        """Hand *notice* to every watch of *project* (None: of every project)."""
+        groups = list(self._watches.values()) if project is None else [self._watches.get(project, set())]
+        for watches in groups:
+            for watch in watches:
+                watch.put(notice)
+
+    def _stop(self, error: StoreUnavailable | None) -> None:
+        """The fan-out task ends (no await from here until it has): a new watch starts a new one; *error* ends the
+        open watches."""
+        if self._hub is asyncio.current_task():
+            self._hub = None
+        if error is not None:
+            for watches in self._watches.values():
+                for watch in watches:
+                    watch.fail(error)
+
+    async def _fan_out(self) -> None:
+        """The one reader of the pub/sub connection: (un)subscribes as watches come and go, follows generation
+        switches, dispatches notices; ends once no watch is left for *recheck* seconds, or with an error for all."""
+        pubsub = self.client.pubsub()
+        loop = asyncio.get_running_loop()
+        namespace = self.settings.namespace
+        generation: str | None = None
+        channels: dict[str, str] = {}  # channel -> project: SUBSCRIBE sent in this generation
+        confirmed: set[str] = set()  # ... and answered by Redis
+        switched: set[str] = set()  # channels subscribed after a switch: "*" to their watches once confirmed
+        checked = pinged = answered = idle = loop.time()
+        first = True
+        try:
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+            while True:
+                now = loop.time()
+                if first or now - checked >= self.recheck:
+                    checked = now
+                    active = await self._active()
+                    if not first and active != generation:
+                        if channels:
+                            await pubsub.unsubscribe(*channels)
+                        channels.clear()
+                        confirmed.clear()
+                        switched = {Keys(namespace, active).channel(p) for p in self._watches} if active else set()
+                        if active is None:
+                            self._notify(None, "*")
+                        self._dirty = True
+                    generation, first = active, False
+                if pinged > answered and now - pinged > _FEED_PING_TIMEOUT_S:
+                    raise redis.ConnectionError(f"no answer to PING within {_FEED_PING_TIMEOUT_S:.0f} s")
+                if now - pinged >= _FEED_PING_S:
+                    pinged = now
+                    await pubsub.ping()
+                if not self._watches and now - idle >= self.recheck:
+                    self._stop(None)
+                    return
+                if self._watches:
+                    idle = now
+                if self._dirty:
+                    self._dirty = False
+                    wanted = {Keys(namespace, generation).channel(p): p for p in self._watches} if generation else {}
+                    gone = [c for c in channels if c not in wanted]
+                    new = [c for c in wanted if c not in channels]
+                    if gone:
+                        await pubsub.unsubscribe(*gone)
+                        for channel in gone:
+                            del channels[channel]
+                            confirmed.discard(channel)
+                    if new:
+                        await pubsub.subscribe(*new)
+                        channels.update((c, wanted[c]) for c in new)
+                    for project, watches in self._watches.items():
+                        if generation is None or Keys(namespace, generation).channel(project) in confirmed:
+                            for watch in watches:
+                                watch.ready.set()
+                message = await pubsub.get_message(timeout=_FEED_POLL_S)
+                if message is None:
+                    continue
+                answered = loop.time()
+                channel = _text(message["channel"]) if message["channel"] is not None else ""
+                owner = channels.get(channel)
+                if owner is None:  # a PONG, or a channel of the generation before
+                    continue
+                if message["type"] == "subscribe":
+                    if channel in confirmed or channel in switched:  # again after a reconnect, or after a switch
+                        self._notify(owner, "*")
+                    confirmed.add(channel)
+                    switched.discard(channel)
+                    for watch in self._watches.get(owner, ()):
+                        watch.ready.set()
+                elif message["type"] == "message":
+                    self._notify(owner, _text(message["data"]))
+        except StoreUnavailable as exc:
+            self._stop(exc)
+        except (redis.RedisError, OSError) as exc:
+            self._stop(StoreUnavailable(f"lost the Redis subscription at {self.settings.redis_display}: {_shown(exc)}"))
+        except asyncio.CancelledError:
+            self._stop(StoreUnavailable("the server is stopping"))
+            raise
+        except Exception:
+            _feed_log.exception("the live updates' fan-out failed")
+            self._stop(StoreUnavailable("live updates failed (see the server log)"))
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,4 +1,9 @@
-"""Readable tables for `metricfold summary` and `metricfold runs` (and the demo)."""
+"""Readable tables for `metricfold summary` and `metricfold runs` (and the demo).
+
+Everything printed from Redis (keys, names, tags, config, values) goes through `schemas.text.printable`: a metric
+name holding ESC, NUL, CR/LF or bidi characters is shown escaped (`\\x1b[31m`, `\\u202e`), so it cannot drive the
+reader's terminal or break a table row.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from consumer.store import Store
+from schemas.text import printable
 
 __all__ = ["format_value", "print_run", "print_runs", "render_table", "runs_rows"]
 
@@ -35,6 +41,9 @@ def _time(ms: str | None) -> str:
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table; every cell is shown through `printable` (one line per row, whatever the text holds)."""
+    header = [printable(h) for h in header]
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -47,16 +56,16 @@ def print_run(run_path: str, run: dict[str, Any], *, as_json: bool = False) -> N
         print(json.dumps({"run": run_path, **run}, indent=2, sort_keys=True, allow_nan=True))
         return
     meta = run["meta"]
-    print(f"run {run_path}  name={meta.get('name') or '-'}  state={meta.get('state', '-')}  "
-          f"events={meta.get('events', '-')}  updated={_time(meta.get('updated'))}  (generation {run['generation']})")
+    print(printable(f"run {run_path}  name={meta.get('name') or '-'}  state={meta.get('state', '-')}  "
+                    f"events={meta.get('events', '-')}  updated={_time(meta.get('updated'))}  (generation {run['generation']})"))
     if meta.get("tags") not in (None, "[]"):
-        print(f"tags: {meta['tags']}")
+        print(f"tags: {printable(meta['tags'])}")
     if meta.get("config") not in (None, "{}"):
-        print(f"config: {meta['config']}")
+        print(f"config: {printable(meta['config'])}")
     rows = [[path, format_value(value)] for path, value in sorted(run["flat"].items())]
     print(render_table(["summary path", "value"], rows) if rows else "(no summary values yet)")
     for path, sha in sorted(run["tensors"].items()):
-        print(f"tensor {path}: .npy sha256 {sha[:16]}… (Api().run(...).summary.get_tensor({path!r}))")
+        print(printable(f"tensor {path}: .npy sha256 {sha[:16]}… (Api().run(...).summary.get_tensor({path!r}))"))
 
 
 def runs_rows(
@@ -108,5 +117,5 @@ def print_runs(
         [r["run_id"], r["name"], r["state"], _time(str(r["updated"])), *(format_value(r[c]) for c in shown)] for r in rows
     ]
     order = "ascending" if ascending else "descending"
-    print(f"{project}: {len(rows)} of {total} runs, sorted by {sort or 'last update'} ({order})")
+    print(printable(f"{project}: {len(rows)} of {total} runs, sorted by {sort or 'last update'} ({order})"))
     print(render_table(header, table) if table else "(no runs)")

@@ -16,7 +16,7 @@ from consumer.digest import digest_generation
 from consumer.store import Store
 from schemas.settings import Settings
 
-from support import consume_all
+from support import cli_env, consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,8 @@ def metricfold(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--topic", settings.topic,
                   "--namespace", settings.namespace]
     return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=cli_env(settings),
     )
 
 

@@ -1,112 +1,270 @@
-"""Least privilege: the ACL users of deploy/redis/users.acl, on the real Redis.
+"""Least privilege: the Redis ACL users that `python -m consumer.acl` generates, on the real Redis.
 
-The reader (serve, Grafana, the read API) can read the namespace and subscribe to its channels, and every write is
-refused by Redis itself; the consumer can fold but not run admin commands. The rules are the file's own: when the
-running Redis was started without the file, its `user` lines are applied with ACL SETUSER (the file's lines are
-exactly ACL SETUSER arguments). The namespace tests run the same rules with `mf:` replaced by the test namespace,
-as a throwaway user, so they never touch the real `mf` namespace.
+Every test loads the generated rules afresh, for a throwaway user of its own namespace (never a user left over from
+an earlier run, never the real `mf` namespace), and checks them with ACL DRYRUN and with the real flows: the
+consumer folds, replays and digests; the reader reads (the read functions, FCALL_RO), serves the page and its live
+stream, and Grafana's queries; each may run nothing else. The stack's own users are checked too: its `default`
+user needs the stack's password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
+import os
 import secrets
+import socket
+import stat
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
+import consumer.store
 import producer as mf
+from consumer.acl import ADMIN, CONSUMER, READER, USERS, password_file, user_rules, write_acl
+from consumer.digest import digest_generation
+from consumer.lua import read_library
+from consumer.replay import replay
 from consumer.store import ChangeFeed, Store, redis_client
 from consumer.web.server import ServerThread
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, StoreUnavailable
 from schemas.settings import Settings
 
 from support import consume_all
 
 pytestmark = pytest.mark.integration
 
-ACL_FILE = Path(__file__).resolve().parent.parent / "deploy" / "redis" / "users.acl"
-PASSWORDS = {"metricfold-consumer": "metricfold-consumer-local", "metricfold-reader": "metricfold-reader-local"}
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+STACK_SCRIPT = DEPLOY / "local" / "stack.sh"
 
 
-def acl_rules() -> dict[str, list[str]]:
-    rules = {}
-    for line in ACL_FILE.read_text().splitlines():
-        words = line.split()
-        assert words[0] == "user", f"{ACL_FILE}: every line is a user rule (Redis 7.0 ACL files have no comments)"
-        rules[words[1]] = words[2:]
-    return rules
-
-
-@pytest.fixture
-def acl_users(redis_client: redis.Redis) -> dict[str, list[str]]:
-    rules = acl_rules()
-    for name, words in rules.items():
-        if name != "default" and redis_client.acl_getuser(name) is None:
-            redis_client.execute_command("ACL", "SETUSER", name, "reset", *words)
-    return rules
+def make_user(client: redis.Redis, name: str, user: str, namespace: str) -> str:
+    """(Re)make the ACL user *name* with the generated rules of *user* for *namespace*; returns its password."""
+    password = secrets.token_hex(16)
+    client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *user_rules(user, namespace))
+    return password
 
 
 @pytest.fixture
-def namespace_users(
-    acl_users: dict[str, list[str]], settings: Settings, redis_client: redis.Redis
-) -> Iterator[dict[str, Settings]]:
-    """The consumer's and the reader's rules for the test namespace: settings that log in as each."""
+def namespace_users(settings: Settings, redis_client: redis.Redis) -> Iterator[dict[str, Settings]]:
+    """The consumer's and the reader's generated rules for the test namespace, loaded now: settings that log in as
+    each ("consumer", "reader"), as users named `<namespace>-consumer` and `<namespace>-reader`."""
     made = {}
-    for role in ("consumer", "reader"):
-        name, password = f"{settings.namespace}-{role}", secrets.token_hex(16)
-        words = [w.replace("~mf:*", f"~{settings.namespace}:*").replace("&mf:*", f"&{settings.namespace}:*")
-                 for w in acl_users[f"metricfold-{role}"] if not w.startswith(("#", ">"))]
-        redis_client.execute_command("ACL", "SETUSER", name, "reset", *words, f">{password}")
+    for role, user in (("consumer", CONSUMER), ("reader", READER)):
+        name = f"{settings.namespace}-{role}"
+        password = make_user(redis_client, name, user, settings.namespace)
         made[role] = dataclasses.replace(settings, redis_username=name, redis_password=password)
     yield made
     for role in made:
         redis_client.execute_command("ACL", "DELUSER", f"{settings.namespace}-{role}")
 
 
-def test_reader_user_write_is_refused_by_redis(acl_users: dict[str, list[str]], stack: object, settings: Settings) -> None:
-    reader = redis.Redis.from_url(settings.redis, username="metricfold-reader", password=PASSWORDS["metricfold-reader"])
+def dryrun(client: redis.Redis, name: str, *command: str) -> str:
+    """What Redis would answer *name* running *command*: "OK", or why not."""
+    reply = client.execute_command("ACL", "DRYRUN", name, *command)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def refused(client: redis.Redis, name: str, commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """The commands of *commands* that *name* may run (each should be refused)."""
+    return [c for c in commands if dryrun(client, name, *c) == "OK"]
+
+
+def allowed_not(client: redis.Redis, name: str, commands: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], str]]:
+    """The commands of *commands* that *name* may not run (each should be allowed), with Redis's reason."""
+    return [(c, answer) for c in commands if (answer := dryrun(client, name, *c)) != "OK"]
+
+
+def reads(ns: str) -> list[tuple[str, ...]]:
+    """What the read side runs: Store's direct reads, the read functions, the live pages' subscriptions, Grafana."""
+    library = read_library()
+    return [
+        ("PING",),
+        ("GET", f"{ns}:active"),
+        ("GET", f"{ns}:g1:run:{{a/b/c}}:blob:00"),
+        ("HGETALL", f"{ns}:g1:stats"),
+        ("HMGET", f"{ns}:g1:run:{{a/b/c}}:meta", "name"),
+        ("SISMEMBER", f"{ns}:g1:projects", "a/b"),
+        ("SMEMBERS", f"{ns}:g1:project:{{a/b}}:paths"),
+        ("ZRANGE", f"{ns}:g1:project:{{a/b}}:runs", "0", "499", "REV", "WITHSCORES"),
+        ("ZREVRANGE", f"{ns}:g1:project:{{a/b}}:by:loss.min", "0", "49"),
+        ("ZCARD", f"{ns}:g1:project:{{a/b}}:runs"),
+        *(("FCALL_RO", f, "1", f"{ns}:active", ns) for f in library.functions.values()),
+        ("SUBSCRIBE", f"{ns}:g1:changes:a/b"),
+        ("UNSUBSCRIBE", f"{ns}:g1:changes:a/b"),
+    ]
+
+
+def admin_and_outside(ns: str) -> list[tuple[str, ...]]:
+    """What neither metricfold user may run: server-wide, admin and dangerous commands, other namespaces."""
+    return [
+        ("SCRIPT", "FLUSH"), ("SCRIPT", "KILL"), ("SCRIPT", "EXISTS", "0" * 40), ("SCRIPT", "DEBUG", "NO"),
+        ("FUNCTION", "FLUSH"), ("FUNCTION", "DELETE", "metricfold_reads"), ("FUNCTION", "KILL"),
+        ("FUNCTION", "RESTORE", "x"), ("FUNCTION", "DUMP"), ("FUNCTION", "LIST"),
+        ("SELECT", "1"), ("SWAPDB", "0", "1"), ("MOVE", f"{ns}:active", "1"), ("FLUSHALL",), ("FLUSHDB",),
+        ("KEYS", "*"), ("RANDOMKEY",), ("DBSIZE",), ("CONFIG", "GET", "*"), ("CONFIG", "SET", "maxmemory", "1"),
+        ("DEBUG", "SLEEP", "0"), ("SHUTDOWN",), ("MONITOR",), ("ACL", "SETUSER", "x"), ("ACL", "LIST"),
+        ("CLIENT", "KILL", "ID", "1"), ("CLIENT", "LIST"), ("CLIENT", "PAUSE", "1000"), ("INFO",), ("SAVE",),
+        ("BGREWRITEAOF",), ("REPLICAOF", "NO", "ONE"), ("MIGRATE", "h", "1", f"{ns}:active", "0", "1"),
+        ("OBJECT", "ENCODING", f"{ns}:active"), ("DUMP", f"{ns}:active"), ("RESTORE", f"{ns}:x", "0", "x"),
+        ("COPY", f"{ns}:active", f"{ns}:copy", "DB", "1"), ("SORT", f"{ns}:g1:projects"),
+        ("EVAL", "return 1", "0"), ("EVAL_RO", "return 1", "0"), ("EVALSHA_RO", "0" * 40, "0"),
+        ("FCALL", read_library().functions["read_run"], "1", f"{ns}:active"),
+        ("GET", "mf:active"), ("GET", "outside:the:namespace"), ("SET", "outside:the:namespace", "x"),
+        ("HGETALL", f"{ns}x:g1:stats"), ("SUBSCRIBE", "outside"), ("PSUBSCRIBE", f"{ns}:*"),
+        ("PUBLISH", "mf:g1:changes:a/b", "c"),
+        ("FCALL_RO", read_library().functions["read_run"], "1", "mf:active", "mf"),
+    ]
+
+
+def test_consumer_rules_allow_what_the_consumer_runs_and_nothing_server_wide(
+    namespace_users: dict[str, Settings], redis_client: redis.Redis
+) -> None:
+    ns, name = namespace_users["consumer"].namespace, namespace_users["consumer"].redis_username
+    assert name is not None
+    writes: list[tuple[str, ...]] = [
+        ("EVALSHA", "0" * 40, "1", f"{ns}:active"), ("SCRIPT", "LOAD", "return 1"), ("FUNCTION", "LOAD", "x"),
+        ("SET", f"{ns}:active", "g1"), ("HGET", f"{ns}:g1:checkpoint:t", "0"), ("HSET", f"{ns}:g1:stats", "events", "1"),
+        ("HDEL", f"{ns}:g1:run:{{a/b/c}}:flat", "x"), ("HINCRBY", f"{ns}:g1:stats", "events", "1"),
+        ("SADD", f"{ns}:g1:projects", "a/b"), ("ZADD", f"{ns}:g1:project:{{a/b}}:runs", "1", "c"),
+        ("ZREM", f"{ns}:g1:project:{{a/b}}:runs", "c"), ("PUBLISH", f"{ns}:g1:changes:a/b", "c"),
+        ("SCAN", "0", "MATCH", f"{ns}:g0:*"), ("UNLINK", f"{ns}:g0:stats"), ("TYPE", f"{ns}:g1:stats"),
+        ("LRANGE", f"{ns}:g1:list", "0", "-1"),
+    ]
+
+    assert allowed_not(redis_client, name, reads(ns) + writes) == []
+    assert refused(redis_client, name, [*admin_and_outside(ns), ("FCALL_RO", "f", "1", "mf:active")]) == []
+
+
+def test_reader_rules_allow_the_reads_and_the_read_functions_only(
+    namespace_users: dict[str, Settings], redis_client: redis.Redis
+) -> None:
+    ns, name = namespace_users["reader"].namespace, namespace_users["reader"].redis_username
+    assert name is not None
+    writes_and_lua: list[tuple[str, ...]] = [
+        ("SET", f"{ns}:active", "x"), ("HSET", f"{ns}:g1:stats", "events", "1"), ("DEL", f"{ns}:active"),
+        ("UNLINK", f"{ns}:active"), ("EXPIRE", f"{ns}:active", "1"), ("ZADD", f"{ns}:g1:project:{{a/b}}:runs", "1", "c"),
+        ("PUBLISH", f"{ns}:g1:changes:a/b", "c"), ("SCAN", "0"), ("HSCAN", f"{ns}:g1:stats", "0"),
+        ("EVALSHA", "0" * 40, "0"), ("SCRIPT", "LOAD", "return 1"), ("FUNCTION", "LOAD", "x"),
+        ("FCALL", "f", "0"), ("TYPE", f"{ns}:active"),
+    ]
+
+    assert allowed_not(redis_client, name, reads(ns)) == []
+    assert refused(redis_client, name, admin_and_outside(ns) + writes_and_lua) == []
+
+
+def test_the_rules_are_generated_for_the_namespace_given() -> None:
+    for user in (CONSUMER, READER):
+        rules = user_rules(user, "team-a.prod")
+        assert "~team-a.prod:*" in rules and "&team-a.prod:*" in rules
+        assert not any("mf:" in rule for rule in rules)
+        assert rules.index("-@all") < min(i for i, rule in enumerate(rules) if rule.startswith("+"))
+    assert user_rules(ADMIN, "x") == ["~*", "&*", "+@all"]
+    for bad in ("a*", "a:b", "a?b", "[ab]", ""):
+        with pytest.raises(ConfigError):
+            user_rules(READER, bad)
+
+
+def test_the_reader_cannot_run_lua_of_its_own_so_a_loop_cannot_block_redis(namespace_users: dict[str, Settings]) -> None:
+    """Any Lua the reader could send, `while true do end` included, would block Redis for everyone (and the reader
+    may not SCRIPT KILL). The scripts sent here are harmless: refused, or run, they never block the shared server."""
+    as_reader = namespace_users["reader"]
+    reader = redis_client(as_reader)
+    harmless = "return redis.call('GET', KEYS[1])"
     try:
-        reader.get("mf:active")  # reading the namespace is allowed
-        reader.smembers("mf:g1:projects")
-        for write in (
-            lambda: reader.set("mf:active", "hijacked"),
-            lambda: reader.hset("mf:g1:run:{a/b/c}:flat", "loss.min", "0"),
-            lambda: reader.delete("mf:active"),
-            lambda: reader.publish("mf:g1:changes:a/b", "c"),
-            lambda: reader.eval_ro("return redis.call('SET', KEYS[1], 'x')", 1, "mf:active"),
-            lambda: reader.evalsha("0" * 40, 0),
-            lambda: reader.flushall(),
-            lambda: reader.config_set("maxmemory", "1"),
-            lambda: reader.keys("*"),
+        for call in (
+            lambda: reader.eval_ro(harmless, 1, f"{as_reader.namespace}:active"),
+            lambda: reader.evalsha_ro("0" * 40, 0),
+            lambda: reader.eval(harmless, 1, f"{as_reader.namespace}:active"),
+            lambda: reader.script_load(harmless),
+            lambda: reader.function_load(f"#!lua name={as_reader.namespace}_own\nredis.register_function{{function_name="
+                                         f"'{as_reader.namespace}_own', flags={{'no-writes'}}, callback=function() "
+                                         "return 1 end}"),
+            lambda: reader.script_kill(),
+            lambda: reader.set(f"{as_reader.namespace}:active", "hijacked"),
+            lambda: reader.publish(f"{as_reader.namespace}:g1:changes:a/b", "c"),
             lambda: reader.get("outside:the:namespace"),
         ):
-            with pytest.raises(redis.ResponseError) as refused:
-                write()
-            assert isinstance(refused.value, redis.exceptions.NoPermissionError) or "can't run this command" in str(refused.value)
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                call()
     finally:
         reader.close()
 
 
-def test_consumer_user_cannot_run_admin_commands_or_write_outside_the_namespace(
-    acl_users: dict[str, list[str]], settings: Settings
+def test_the_stacks_default_user_needs_its_password(stack: Any, redis_client: redis.Redis) -> None:
+    """The split cannot be bypassed by not logging in: the running stack's `default` user has a password, and its
+    metricfold users are the generated ones (a server started with the old, hand-written rules fails here)."""
+    with pytest.raises(redis.AuthenticationError), redis.Redis.from_url(stack.redis_url) as anonymous:
+        anonymous.ping()
+    with pytest.raises(redis.AuthenticationError), redis.Redis.from_url(stack.redis_url, password="guess") as guessed:
+        guessed.ping()
+    default = redis_client.acl_getuser("default")
+    assert "nopass" not in default["flags"] and default["passwords"]
+    assert redis_client.ping()  # the tests' own login: the stack's password
+    namespace = os.environ.get("METRICFOLD_NAMESPACE") or "mf"
+    for user, command in ((CONSUMER, ("SCRIPT", "FLUSH")), (READER, ("EVAL_RO", "return 1", "0"))):
+        assert dryrun(redis_client, user, *command) != "OK"
+        assert dryrun(redis_client, user, "GET", f"{namespace}:active") == "OK"
+
+
+def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
+    namespace_users: dict[str, Settings], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    consumer = redis.Redis.from_url(settings.redis, username="metricfold-consumer", password=PASSWORDS["metricfold-consumer"])
+    library = read_library(uuid.uuid4().hex)  # a library of this test's own: others' reads are not disturbed
+    monkeypatch.setattr(consumer.store, "READ_LIBRARY", library)
+    as_consumer, as_reader = namespace_users["consumer"], namespace_users["reader"]
     try:
-        for forbidden in (lambda: consumer.flushall(), lambda: consumer.keys("*"), lambda: consumer.config_get("*"),
-                          lambda: consumer.set("outside:the:namespace", "x")):
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                forbidden()
+        with Store(as_reader) as store, pytest.raises(StoreUnavailable, match="start `metricfold consume` once"):
+            store.read_projects()
+
+        with mf.init(entity="team", project="fn", run_id="r1", settings=as_consumer) as run:
+            run.log({"loss": 0.5})
+        consume_all(as_consumer)  # the consumer loads the library when it starts
+        assert redis_client.function_list(library=library.name)
+
+        with Store(as_reader) as store:
+            assert store.read_projects()[1] == {"team/fn": 1}
+            assert store.read_run("team/fn/r1")["flat"]["loss"] == 0.5
+            assert store.read_table("team/fn", columns=["loss"]).rows[0]["values"] == {"loss": 0.5}
+
+        redis_client.function_delete(library.name)  # FUNCTION FLUSH, or a Redis that lost its data
+        with Store(as_consumer) as store:  # a user allowed to load them does so, and reads
+            assert store.read_run("team/fn/r1")["flat"]["loss"] == 0.5
+        assert redis_client.function_list(library=library.name)
     finally:
-        consumer.close()
+        if redis_client.function_list(library=library.name):
+            redis_client.function_delete(library.name)
 
 
-def test_consumer_folds_and_reader_serves_with_the_files_rules(namespace_users: dict[str, Settings]) -> None:
+def test_a_consumer_user_that_may_not_load_the_read_functions_is_told_so(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer.store, "READ_LIBRARY", read_library(uuid.uuid4().hex))
+    name = f"{settings.namespace}-noload"
+    password = make_user(redis_client, name, CONSUMER, settings.namespace)
+    redis_client.execute_command("ACL", "SETUSER", name, "-function|load")
+    try:
+        with Store(dataclasses.replace(settings, redis_username=name, redis_password=password)) as store, \
+                pytest.raises(ConfigError, match=f"{name}.* may not load metricfold's read functions") as caught:
+            store.load_read_functions()
+        leaked = password in str(caught.value)
+        assert not leaked
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", name)
+
+
+def test_consumer_folds_replays_and_digests_and_reader_serves_with_the_generated_rules(
+    namespace_users: dict[str, Settings],
+) -> None:
     as_consumer, as_reader = namespace_users["consumer"], namespace_users["reader"]
     with mf.init(entity="team", project="acl", run_id="r1", settings=as_consumer) as run:
         run.define_metric("loss", summary="min")
@@ -114,6 +272,10 @@ def test_consumer_folds_and_reader_serves_with_the_files_rules(namespace_users: 
         run.log({"loss": 0.25})
 
     consume_all(as_consumer)  # the whole fold (Lua writes, checkpoints, publish) as the consumer user
+    with Store(as_consumer) as store:
+        live = digest_generation(store)
+    report = replay(as_consumer, switch=True, progress=False, out=io.StringIO())  # SCAN + UNLINK of the old one
+    assert report.digest == live
 
     with Store(as_reader) as store:
         assert store.read_run("team/acl/r1")["summary"]["loss"] == {"min": 0.25}
@@ -129,7 +291,9 @@ def test_consumer_folds_and_reader_serves_with_the_files_rules(namespace_users: 
         try:
             async for notice in feed.watch("team/acl", tick=0.2):
                 if notice is None:
-                    redis_client(as_consumer).publish(f"{as_consumer.namespace}:g1:changes:team/acl", "r1")
+                    with Store(as_consumer) as store:
+                        channel = store.keys.channel("team/acl")
+                    redis_client(as_consumer).publish(channel, "r1")
                     continue
                 return notice
             return None
@@ -137,6 +301,100 @@ def test_consumer_folds_and_reader_serves_with_the_files_rules(namespace_users: 
             await feed.aclose()
 
     assert asyncio.run(asyncio.wait_for(first_notice(), 10)) == "r1"  # the reader may subscribe
+
+
+def test_acl_files_passwords_are_random_0600_kept_and_never_written_in_clear(tmp_path: Path) -> None:
+    write_acl("nsa", tmp_path / "a" / "secrets", tmp_path / "a" / "users.acl")
+    write_acl("nsb", tmp_path / "b" / "secrets", tmp_path / "b" / "users.acl")
+    first = (tmp_path / "a" / "users.acl").read_text()
+    passwords = {user: password_file(tmp_path / "a" / "secrets", user).read_text().strip() for user in USERS}
+
+    assert stat.S_IMODE((tmp_path / "a" / "secrets").stat().st_mode) == 0o700
+    for user in USERS:
+        assert stat.S_IMODE(password_file(tmp_path / "a" / "secrets", user).stat().st_mode) == 0o600
+        in_clear = passwords[user] in first  # (compared here: a failure never prints a password)
+        assert len(passwords[user]) >= 32 and not in_clear
+    assert stat.S_IMODE((tmp_path / "a" / "users.acl").stat().st_mode) == 0o600
+    assert len(set(passwords.values())) == 3  # one per user ...
+    other = {password_file(tmp_path / "b" / "secrets", user).read_text().strip() for user in USERS}
+    assert not other & set(passwords.values())  # ... and per stack
+    assert "~nsa:*" in first and "~nsb:*" in (tmp_path / "b" / "users.acl").read_text()
+
+    write_acl("nsa", tmp_path / "a" / "secrets", tmp_path / "a" / "users.acl")  # Redis restarts: same passwords
+    assert (tmp_path / "a" / "users.acl").read_text() == first
+
+
+def test_the_password_file_variable_gives_the_password_and_errors_never_show_it(tmp_path: Path) -> None:
+    secret = secrets.token_hex(12)
+    path = tmp_path / "redis.password"
+    path.write_text(secret + "\nignored\n")
+
+    settings = Settings.from_env({"METRICFOLD_REDIS_USERNAME": "u", "METRICFOLD_REDIS_PASSWORD_FILE": str(path)})
+    read, shown = settings.redis_password == secret, secret in repr(settings)  # a failure never prints it
+    assert read and not shown
+
+    for environ, message in (
+        ({"METRICFOLD_REDIS_PASSWORD_FILE": str(path), "METRICFOLD_REDIS_PASSWORD": secret}, "both set"),
+        ({"METRICFOLD_REDIS_PASSWORD_FILE": str(tmp_path / "missing")}, "cannot read the password file"),
+    ):
+        with pytest.raises(ConfigError, match=message) as caught:
+            Settings.from_env(environ)
+        leaked = secret in str(caught.value)
+        assert not leaked
+    path.write_text("\n" + secret)
+    with pytest.raises(ConfigError, match="is empty") as caught:
+        Settings.from_env({"METRICFOLD_REDIS_PASSWORD_FILE": str(path)})
+    leaked = secret in str(caught.value)
+    assert not leaked
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_stack_sh_starts_redis_with_its_own_passwords_and_the_namespaces_users(tmp_path: Path) -> None:
+    """A private Redis from deploy/local/stack.sh (start-redis only, on a free port): its ACL users are generated
+    for METRICFOLD_NAMESPACE, with passwords of its own (mode 0600) that no file, log or printed line shows."""
+    port = _free_port()
+    env = {**os.environ, "METRICFOLD_STACK_DIR": str(tmp_path), "METRICFOLD_REDIS_PORT": str(port),
+           "METRICFOLD_NAMESPACE": "aclstack"}
+    run = lambda *args: subprocess.run(["bash", str(STACK_SCRIPT), *args], env=env, cwd=REPO,  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    started = run("start-redis")
+    try:
+        assert started.returncode == 0, started.stderr
+        secrets_dir = tmp_path / "secrets"
+        passwords = {user: password_file(secrets_dir, user).read_text().strip() for user in USERS}
+        assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+        assert all(stat.S_IMODE(password_file(secrets_dir, u).stat().st_mode) == 0o600 for u in USERS)
+        printed = {role: run("env", role) for role in ("consumer", "reader", "admin")}
+        assert f"METRICFOLD_REDIS_PASSWORD_FILE={password_file(secrets_dir, CONSUMER)}" in printed["consumer"].stdout
+        assert "METRICFOLD_REDIS_USERNAME=metricfold-reader" in printed["reader"].stdout
+        assert "export METRICFOLD_NAMESPACE=aclstack" in printed["admin"].stdout
+
+        url = f"redis://127.0.0.1:{port}/0"
+        with pytest.raises(redis.AuthenticationError), redis.Redis.from_url(url) as anonymous:
+            anonymous.ping()
+        with redis.Redis.from_url(url, password=passwords[ADMIN]) as admin:
+            assert dryrun(admin, CONSUMER, "SET", "aclstack:active", "g1") == "OK"
+            assert dryrun(admin, CONSUMER, "SET", "mf:active", "g1") != "OK"
+            assert dryrun(admin, READER, "EVAL_RO", "return 1", "0") != "OK"
+            assert admin.acl_getuser(READER)["keys"] == ["~aclstack:*"]
+        for role, user in (("consumer", CONSUMER), ("reader", READER)):
+            settings = Settings.from_env({**{k: v.strip() for k, v in (line.removeprefix("export ").split("=", 1)
+                                           for line in printed[role].stdout.splitlines() if line.startswith("export"))}})
+            same = settings.redis_password == passwords[user]  # (compared here: a failure never prints a password)
+            assert settings.redis_username == user and same
+            with redis_client(settings) as client:
+                assert client.get("aclstack:active") is None
+    finally:
+        stopped = run("stop-redis")
+    shown = [started.stdout, started.stderr, stopped.stdout, stopped.stderr, *(p.stdout + p.stderr for p in printed.values())]
+    shown += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and "secrets" not in p.parts]
+    leaks = sum(password in text for password in passwords.values() for text in shown)
+    assert leaks == 0  # (counted: a failure never prints a password)
 
 
 def test_tls_settings_need_rediss_and_reach_the_client() -> None:
@@ -165,8 +423,8 @@ def test_grafana_dashboard_queries_run_as_the_reader(namespace_users: dict[str, 
         run.define_metric("acc", summary="best", objective="maximize")
         run.log({"acc": 0.75, "grad": {"norm": 2.0}})
     consume_all(as_consumer)
-    dashboard = json.loads((ACL_FILE.parent.parent / "grafana" / "dashboards" / "metricfold.json").read_text())
-    datasource = (ACL_FILE.parent.parent / "grafana" / "provisioning" / "datasources" / "redis.yaml").read_text()
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "metricfold.json").read_text())
+    datasource = (DEPLOY / "grafana" / "provisioning" / "datasources" / "redis.yaml").read_text()
     assert "user: metricfold-reader" in datasource and '"uid": "metricfold-redis"' in json.dumps(dashboard)
 
     values = {"namespace": as_reader.namespace, "generation": "g1", "project": "team/graf", "sort": "acc.best", "run": "r1"}

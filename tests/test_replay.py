@@ -24,7 +24,7 @@ from consumer.store import Store
 from schemas.errors import RunNotFound
 from schemas.settings import Settings
 
-from support import consume_all, produce_stream, stream_events
+from support import cli_env, consume_all, produce_stream, stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_replay_after_a_live_fold_with_crashes_gives_the_same_digest_and_twice_t
     command = [sys.executable, "-m", "consumer.cli", "consume", "--quiet", "--kafka", settings.kafka,
                "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace]
     for wait in (0.8, 1.2):  # two crashes in the middle of the live fold
-        proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL, env=cli_env(settings))
         time.sleep(wait)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
