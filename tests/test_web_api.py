@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 from web_support import EVIL, RUNS, fill_project, loss_min
 
 import producer as mf
@@ -31,14 +30,15 @@ pytestmark = pytest.mark.integration
 def filled(stack: Any) -> Iterator[Settings]:  # conftest.Stack (not imported: tests/chaos has a conftest too)
     """One project for the whole module (filling it takes a few seconds): its own topic and namespace."""
     tag = uuid.uuid4().hex[:12]
-    made = Settings(kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4)
+    made = Settings(kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4,
+                    redis_password=stack.redis_password)
     ensure_topics(made)
     fill_project(made)
     consume_all(made)
     yield made
     with contextlib.suppress(Exception):
         delete_topics(made, [made.topic, made.dead_letter_topic])
-    with redis.Redis.from_url(stack.redis_url) as client:
+    with stack.redis() as client:
         keys = list(client.scan_iter(match=f"{made.namespace}:*", count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])

@@ -46,7 +46,7 @@ class PublishClock:
     """Wall-clock time at which Redis announced each change of the project (i.e. when the fold was written)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.client = redis.Redis.from_url(settings.redis)
+        self.client = redis.Redis.from_url(settings.redis, password=settings.redis_password)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(f"{settings.namespace}:*:changes:team/vision")
         self.seen: dict[str, float] = {}

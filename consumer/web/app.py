@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -134,10 +134,14 @@ def static(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------- errors
-def _error(request: Request, status: int, kind: str, message: str) -> Response:
+def _error(request: Request, status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    response: Response
     if request.url.path.startswith("/api/") or request.url.path.endswith(("/table", "/live")):
-        return _json({"error": kind, "message": message}, status)
-    return HTMLResponse(pages.error_page(status, message), status_code=status)
+        response = _json({"error": kind, "message": message}, status)
+    else:
+        response = HTMLResponse(pages.error_page(status, message), status_code=status)
+    response.headers.update(headers or {})
+    return response
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -155,7 +159,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = exc.detail if exc.status_code != 404 or exc.detail != "Not Found" else f"no page at {request.url.path}"
-    return _error(request, exc.status_code, "http_error", message)
+    return _error(request, exc.status_code, "http_error", message, exc.headers)  # 405: Allow: GET, HEAD
 
 
 ROUTES = [

@@ -1,4 +1,10 @@
-"""Server-rendered HTML: every string from Redis (metric names, values, names, tags, config) goes through `e()`."""
+"""Server-rendered HTML: every string from Redis (metric names, values, names, tags, config) goes through `e()`.
+
+Shown as text, it goes through `t()`: unprintable characters escaped as on the terminal (`schemas.text.printable`:
+ESC, NUL, CR/LF, bidi overrides become `\\x1b`, `\\u202e`, ...) and the direction isolated in `<bdi>`, so that right-to-
+left text cannot reorder what stands around it. Attributes (`data-col`, the column picker's values) carry the text
+as folded, HTML-escaped.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from consumer.canonical import escape_segment
 from consumer.tables import format_value
 from consumer.web.params import TableQuery
 from consumer.web.widgets import nested_table, percentile_bar
+from schemas.text import printable
 
 __all__ = ["error_page", "index_page", "project_page", "run_page", "run_summary_fragment", "table_fragment"]
 
@@ -23,6 +30,11 @@ _TENSOR_HEAD = ("_type", "dtype", "shape")
 
 def e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def t(value: object) -> str:
+    """User text as element content: unprintable characters escaped, HTML-escaped, its direction isolated."""
+    return f"<bdi>{html.escape(printable(str(value)), quote=True)}</bdi>"
 
 
 def when(ms: int) -> str:
@@ -37,7 +49,7 @@ def _layout(title: str, body: str, *, live: dict[str, str] | None = None) -> str
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)} · metricfold</title>"
+        f"<title>{e(printable(title))} · metricfold</title>"
         '<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>'
         f"<body{data}><header><a class=\"brand\" href=\"/\">metricfold</a>"
         '<span id="live" data-state="off" title="live updates"></span></header>'
@@ -46,7 +58,8 @@ def _layout(title: str, body: str, *, live: dict[str, str] | None = None) -> str
 
 
 def error_page(status: int, message: str) -> str:
-    return _layout(f"{status}", f'<h1>{status}</h1><p class="error">{e(message)}</p><p><a href="/">all projects</a></p>')
+    body = f'<h1>{status}</h1><p class="error">{e(printable(message))}</p><p><a href="/">all projects</a></p>'
+    return _layout(f"{status}", body)
 
 
 def index_page(doc: dict[str, Any]) -> str:
@@ -77,7 +90,7 @@ def _sort_link(q: TableQuery, label: str, path: str | None, columns: list[str]) 
     arrow = (" ▼" if q.descending else " ▲") if current else ""
     href = _query(q, sort=path, order=order, offset=0, columns=columns if q.columns else ())
     cls = ' class="sorted"' if current else ""
-    return f'<a{cls} href="{e(href)}" data-sort="{e(path or "updated")}">{e(label)}{arrow}</a>'
+    return f'<a{cls} href="{e(href)}" data-sort="{e(path or "updated")}">{t(label)}{arrow}</a>'
 
 
 def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
@@ -85,16 +98,16 @@ def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
     project, columns, numeric = doc["project"], doc["columns"], set(doc["paths"])
     head = ['<th class="pin">run</th><th>state</th>', f"<th>{_sort_link(q, 'updated', None, columns)}</th>"]
     for c in columns:
-        label = _sort_link(q, c, c, columns) if c in numeric else e(c)
+        label = _sort_link(q, c, c, columns) if c in numeric else t(c)
         head.append(f'<th class="num" data-col="{e(c)}">{label}</th>')
     body = []
     for r in doc["runs"]:
         href = f"/runs/{quote(project)}/{quote(r['run_id'])}"
         name = r["name"] or r["run_id"]
-        cells = "".join(f'<td class="num" data-col="{e(c)}">{e(format_value(r["values"].get(c)))}</td>' for c in columns)
+        cells = "".join(f'<td class="num" data-col="{e(c)}">{t(format_value(r["values"].get(c)))}</td>' for c in columns)
         body.append(
-            f'<tr data-run="{e(r["run_id"])}"><td class="pin"><a href="{e(href)}">{e(name)}</a> '
-            f'<small>{e(r["run_id"])}</small></td><td><span class="state {e(r["state"])}">{e(r["state"] or "-")}</span></td>'
+            f'<tr data-run="{e(r["run_id"])}"><td class="pin"><a href="{e(href)}">{t(name)}</a> '
+            f'<small>{e(r["run_id"])}</small></td><td><span class="state {e(r["state"])}">{t(r["state"] or "-")}</span></td>'
             f"<td>{e(when(r['updated']))}</td>{cells}</tr>"
         )
     total, first = doc["total"], q.offset + 1
@@ -109,7 +122,7 @@ def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
     shown = f"runs {first:,}&ndash;{last:,} of {total:,}" if doc["runs"] else f"no runs here ({total:,} in this order)"
     extra = ""
     if doc["sort"] != "updated" and total < doc["project_runs"]:
-        extra = f" ({doc['project_runs'] - total:,} runs have no number at {e(doc['sort'])} and are not listed in this order)"
+        extra = f" ({doc['project_runs'] - total:,} runs have no number at {t(doc['sort'])} and are not listed in this order)"
     return (
         f'<div class="scroll"><table id="runs"><thead><tr>{"".join(head)}</tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
@@ -117,18 +130,37 @@ def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
     )
 
 
+def _form_safe(text: str) -> bool:
+    """Whether an HTML form sends *text* back as it is: NUL becomes U+FFFD, a lone CR or LF becomes CR LF."""
+    return not any(c in text for c in "\x00\r\n")
+
+
 def _picker(doc: dict[str, Any], q: TableQuery) -> str:
-    shown = set(doc["columns"])
+    """Check boxes in a GET form; a path (or a current sort or column) that a form cannot carry as it is gets a link
+    instead (its URL holds the path percent-encoded), so every listed path can be pinned exactly as folded."""
+    columns: list[str] = doc["columns"]
+    as_form = all(_form_safe(v) for v in (doc["sort"], *columns))
+
+    def link(path: str) -> str:
+        pinned = path in columns
+        toggled = [c for c in columns if c != path] if pinned else [*columns, path]
+        href = _query(q, columns=toggled, offset=0)
+        box = "&#9745;" if pinned else "&#9744;"
+        return f'<a class="pin" href="{e(href)}" data-col="{e(path)}">{box} {t(path)}</a>'
+
     boxes = "".join(
-        f'<label><input type="checkbox" name="col" value="{e(p)}"{" checked" if p in shown else ""}> {e(p)}</label>'
+        f'<label><input type="checkbox" name="col" value="{e(p)}"{" checked" if p in columns else ""}> {t(p)}</label>'
+        if as_form and _form_safe(p) else link(p)
         for p in doc["paths"]
     )
-    others = "".join(f'<input type="hidden" name="col" value="{e(c)}">' for c in doc["columns"] if c not in doc["paths"])
+    summary = f'<summary>columns ({len(columns)} pinned of {len(doc["paths"])} summary paths)</summary>'
+    if not as_form:
+        return f'<details id="picker">{summary}<div class="boxes">{boxes}</div></details>'
+    others = "".join(f'<input type="hidden" name="col" value="{e(c)}">' for c in columns if c not in doc["paths"])
     keep = (("sort", doc["sort"]), ("order", q.order), ("limit", q.limit))
     hidden = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in keep)
     return (
-        f'<details id="picker"><summary>columns ({len(doc["columns"])} pinned of {len(doc["paths"])} summary paths)</summary>'
-        f'<form method="get">{hidden}{others}<div class="boxes">{boxes}</div>'
+        f'<details id="picker">{summary}<form method="get">{hidden}{others}<div class="boxes">{boxes}</div>'
         '<button type="submit">show these columns</button></form></details>'
     )
 
@@ -136,7 +168,7 @@ def _picker(doc: dict[str, Any], q: TableQuery) -> str:
 def project_page(doc: dict[str, Any], q: TableQuery, fragment_url: str) -> str:
     project = doc["project"]
     body = (
-        f"<h1>{e(project)}</h1><p class=\"muted\">{doc['project_runs']:,} runs · sorted by {e(doc['sort'])} "
+        f"<h1>{e(project)}</h1><p class=\"muted\">{doc['project_runs']:,} runs · sorted by {t(doc['sort'])} "
         f"({e(doc['order'])}) · generation {e(doc['generation'])}</p>{_picker(doc, q)}"
         f'<div id="table-area">{table_fragment(doc, q)}</div>'
     )
@@ -145,7 +177,7 @@ def project_page(doc: dict[str, Any], q: TableQuery, fragment_url: str) -> str:
 
 
 def _tags(tags: Iterable[object]) -> str:
-    return " ".join(f'<span class="tag">{e(t)}</span>' for t in tags) or "-"
+    return " ".join(f'<span class="tag">{t(tag)}</span>' for tag in tags) or "-"
 
 
 def _summary_rows(doc: dict[str, Any]) -> str:
@@ -153,7 +185,7 @@ def _summary_rows(doc: dict[str, Any]) -> str:
     rows = []
     for key, value in sorted(doc["summary"].items()):
         path = escape_segment(key)
-        rows.append(f'<tr data-key="{e(key)}"><th>{e(key)}</th><td>{_value(value, path, tensors)}</td></tr>')
+        rows.append(f'<tr data-key="{e(key)}"><th>{t(key)}</th><td>{_value(value, path, tensors)}</td></tr>')
     return "".join(rows)
 
 
@@ -163,35 +195,35 @@ def _value(value: Any, path: str, tensors: dict[str, dict[str, str]]) -> str:
         download = f' <a class="download" href="{e(link["url"])}" download>download .npy</a>' if link else ""
         shape = value.get("shape")
         dims = "\u00d7".join(str(s) for s in shape) if isinstance(shape, list) else format_value(shape)
-        head = f'<div class="tensor">{e(value.get("_type", ""))} {e(value.get("dtype", ""))} [{e(dims)}]{download}</div>'
+        head = f'<div class="tensor">{t(value.get("_type", ""))} {t(value.get("dtype", ""))} [{t(dims)}]{download}</div>'
         keys = [k for k in _STATS if k in value] + [k for k in value if k not in _STATS and k not in _TENSOR_HEAD]
-        heads = "".join(f"<th>{e(k)}</th>" for k in keys)
-        cells = "".join(f'<td class="num">{e(format_value(value[k]))}</td>' for k in keys)
+        heads = "".join(f"<th>{t(k)}</th>" for k in keys)
+        cells = "".join(f'<td class="num">{t(format_value(value[k]))}</td>' for k in keys)
         return head + percentile_bar(value) + f'<table class="stats"><tr>{heads}</tr><tr>{cells}</tr></table>'
     if isinstance(value, dict):
         inner = "".join(
-            f'<tr data-key="{e(k)}"><th>{e(k)}</th><td>{_value(v, f"{path}.{escape_segment(k)}", tensors)}</td></tr>'
+            f'<tr data-key="{e(k)}"><th>{t(k)}</th><td>{_value(v, f"{path}.{escape_segment(k)}", tensors)}</td></tr>'
             for k, v in value.items()
         )
         return f'<table class="nested">{inner}</table>'
     cls = "num" if isinstance(value, int | float) and not isinstance(value, bool) else "text"
     if isinstance(value, float) and not math.isfinite(value):
         cls = "num nonfinite"
-    return f'<span class="{cls}" data-path="{e(path)}">{e(format_value(value))}</span>'
+    return f'<span class="{cls}" data-path="{e(path)}">{t(format_value(value))}</span>'
 
 
 def run_summary_fragment(doc: dict[str, Any]) -> str:
     """The run's live part: state, counts and the summary (re-sent to the page when the run changes)."""
     exit_code = "" if doc["exit_code"] is None else f" (exit code {doc['exit_code']})"
     facts = (
-        f'<dl class="facts"><dt>state</dt><dd><span class="state {e(doc["state"])}" id="run-state">{e(doc["state"] or "-")}'
+        f'<dl class="facts"><dt>state</dt><dd><span class="state {e(doc["state"])}" id="run-state">{t(doc["state"] or "-")}'
         f"</span>{e(exit_code)}</dd><dt>events folded</dt><dd id=\"run-events\">{doc['events']:,}</dd>"
         f"<dt>created</dt><dd>{e(when(doc['created']))}</dd><dt>updated</dt><dd id=\"run-updated\">{e(when(doc['updated']))}</dd>"
         f"<dt>tags</dt><dd>{_tags(doc['tags'])}</dd><dt>generation</dt><dd>{e(doc['generation'])}</dd></dl>"
     )
     summary = _summary_rows(doc) or '<tr><td colspan="2">no summary values yet</td></tr>'
     flat = "".join(
-        f'<tr><th>{e(p)}</th><td class="num">{e(format_value(v))}</td></tr>' for p, v in sorted(doc["flat"].items())
+        f'<tr><th>{t(p)}</th><td class="num">{t(format_value(v))}</td></tr>' for p, v in sorted(doc["flat"].items())
     )
     return (
         f"{facts}<h2>Summary</h2><table id=\"summary\" class=\"summary\">{summary}</table>"
@@ -203,11 +235,11 @@ def run_summary_fragment(doc: dict[str, Any]) -> str:
 def run_page(doc: dict[str, Any], fragment_url: str) -> str:
     project = f"{doc['entity']}/{doc['project']}"
     title = doc["name"] or doc["run_id"]
-    config = nested_table(doc["config"], lambda v: e(format_value(v))) if doc["config"] else "<p>-</p>"
-    definitions = "".join(f"<li><code>{e(format_value(d))}</code></li>" for d in doc["definitions"])
+    config = nested_table(doc["config"], lambda v: t(format_value(v))) if doc["config"] else "<p>-</p>"
+    definitions = "".join(f"<li><code>{t(format_value(d))}</code></li>" for d in doc["definitions"])
     body = (
         f'<p class="crumbs"><a href="/projects/{e(quote(project))}">{e(project)}</a> / {e(doc["run_id"])}</p>'
-        f'<h1>{e(title)}</h1><div id="run-live">{run_summary_fragment(doc)}</div>'
+        f'<h1>{t(title)}</h1><div id="run-live">{run_summary_fragment(doc)}</div>'
         f"<h2>Config</h2>{config}"
         f"<details><summary>metric definitions ({len(doc['definitions'])})</summary><ul>{definitions}</ul></details>"
     )

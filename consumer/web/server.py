@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from consumer.web.security import redact_token
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
@@ -22,8 +25,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 
 
-def load_token(token_file: str | None, environ: dict[str, str] | None = None) -> str | None:
-    """The bearer token from --token-file, else METRICFOLD_SERVE_TOKEN; None when neither is set."""
+def load_token(token_file: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token from --token-file, else METRICFOLD_SERVE_TOKEN; None when neither is set (or the variable is
+    empty). A blank one (white space only) is refused, as is anything but 16 to 512 token characters."""
     env = os.environ if environ is None else environ
     if token_file:
         try:
@@ -32,10 +36,16 @@ def load_token(token_file: str | None, environ: dict[str, str] | None = None) ->
             raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
         source = f"the token file {token_file}"
     else:
-        token = env.get("METRICFOLD_SERVE_TOKEN", "").strip()
+        raw = env.get("METRICFOLD_SERVE_TOKEN", "")
+        token = raw.strip()
         source = "METRICFOLD_SERVE_TOKEN"
-        if not token:
+        if not raw:  # unset or empty (docker-compose passes `${METRICFOLD_SERVE_TOKEN:-}`): no token
             return None
+        if not token:  # "  ": meant as a token, so never serve without one silently
+            raise ConfigError(
+                "METRICFOLD_SERVE_TOKEN holds only white space: set a token (e.g. `openssl rand -hex 32`), or unset it "
+                "to serve without one"
+            )
     if not _TOKEN.fullmatch(token):
         raise ConfigError(f"{source} must hold 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
     return token
@@ -79,6 +89,16 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
+class RedactToken(logging.Filter):
+    """Hides the value of `?token=` in uvicorn's access log lines (`--access-log`): the request target is one of the
+    record's arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(redact_token(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def _server(settings: Settings, token: str | None, **options: Any) -> Any:
     import uvicorn
 
@@ -92,6 +112,9 @@ def _server(settings: Settings, token: str | None, **options: Any) -> Any:
         lifespan="on",
         **options,
     )
+    access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config above
+    if not any(isinstance(f, RedactToken) for f in access.filters):
+        access.addFilter(RedactToken())
     return uvicorn.Server(config)
 
 
@@ -106,7 +129,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PO
     server = _server(settings, token, access_log=access_log, log_level="info" if access_log else "warning")
     url = url_of(sock)
     note = "  (bearer token required)" if token else ""
-    print(f"serving namespace {settings.namespace} of {settings.redis} at {url}{note}", flush=True)
+    print(f"serving namespace {settings.namespace} of {settings.redis_display} at {url}{note}", flush=True)
     if open_path:
         print(f"open {url.rstrip('/')}{open_path}", flush=True)
     print("press Ctrl-C to stop", flush=True)

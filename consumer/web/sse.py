@@ -1,13 +1,16 @@
 """Server-sent events: `event: ready` once subscribed, then `event: change` with the run_id of each run of the
 project that the consumer folded.
 
-Fed by the Redis pub/sub channel `<ns>:<gen>:changes:<entity/project>` (one subscription per open page); `*`
-means the generation switched (a replay): everything may have changed. A comment line every 15 s keeps
+Fed by the Redis pub/sub channel `<ns>:<gen>:changes:<entity/project>`: the server's one ChangeFeed holds one
+pub/sub connection for every open stream (one subscription per watched project, fanned out to its streams), so
+the number of open pages is not bounded by Redis connections. `*` means the generation switched (a replay):
+everything may have changed. A comment line every 15 s keeps
 proxies from closing an idle stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -29,17 +32,18 @@ async def _stream(feed: ChangeFeed, project: str) -> AsyncIterator[str]:
     ready = False
     quiet = 0.0
     try:
-        async for notice in feed.watch(project, tick=1.0):
-            if not ready:  # the first notice comes once subscribed: from here on no change is missed
-                ready = True
-                yield "retry: 2000\nevent: ready\ndata: subscribed\n\n"
-            if notice is None:
-                quiet += 1.0
-                if quiet >= HEARTBEAT_S:
-                    quiet = 0.0
-                    yield ": keepalive\n\n"
-                continue
-            yield "event: change\ndata: " + notice.replace("\r", "").replace("\n", "") + "\n\n"
+        async with contextlib.aclosing(feed.watch(project, tick=1.0)) as notices:  # leave the feed when the page goes
+            async for notice in notices:
+                if not ready:  # the first notice comes once subscribed: from here on no change is missed
+                    ready = True
+                    yield "retry: 2000\nevent: ready\ndata: subscribed\n\n"
+                if notice is None:
+                    quiet += 1.0
+                    if quiet >= HEARTBEAT_S:
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
+                    continue
+                yield "event: change\ndata: " + notice.replace("\r", "").replace("\n", "") + "\n\n"
     except StoreUnavailable as exc:  # end the stream: the browser reconnects (retry: 2 s) and catches up
         log.warning("live updates of %s stopped: %s", project, exc)
 

@@ -7,17 +7,21 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from schemas.text import printable
+
 __all__ = ["nested_table", "percentile_bar"]
 
 _WIDTH, _HEIGHT, _PAD = 320.0, 34.0, 6.0
 
 
 def nested_table(value: Any, cell: Callable[[Any], str]) -> str:
-    """A dict as a table of key -> value, nested dicts as nested tables; *cell* renders (and escapes) a leaf."""
+    """A dict as a table of key -> value, nested dicts as nested tables; *cell* renders (and escapes) a leaf. Keys are
+    shown as the pages show user text (unprintable characters escaped, direction isolated)."""
     if not isinstance(value, dict):
         return cell(value)
     rows = "".join(
-        f'<tr><th>{html.escape(str(k))}</th><td>{nested_table(v, cell)}</td></tr>' for k, v in value.items()
+        f"<tr><th><bdi>{html.escape(printable(str(k)))}</bdi></th><td>{nested_table(v, cell)}</td></tr>"
+        for k, v in value.items()
     )
     return f'<table class="nested">{rows}</table>'
 
@@ -29,21 +33,36 @@ def _number(stats: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def _label(stats: dict[str, Any], key: str, spec: str) -> str:
+    """A stat as text for a title or the axis: finite numbers formatted, anything else (NaN, ±inf, missing) as is."""
+    value = stats.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:{spec}}"
+    return "-" if value is None else str(value)
+
+
 def percentile_bar(stats: dict[str, Any]) -> str:
     """min-max whisker, 10%-90% band, 25%-75% box, median line and mean dot, scaled between min and max.
 
     Drawn only from the stats dict (no tensor read); every number comes from there and is formatted, never raw text.
+    Non-finite stats (a tensor holding inf or NaN, or stats that overflowed) draw nothing of their own: the scale
+    is then the finite stats' range, the axis label says what the end is (`-inf`), and the bar is left out when
+    fewer than one stat is finite. The scale works on halves, so the span of ±1.8e308 does not overflow.
     """
     points = {k: _number(stats, k) for k in ("min", "10%", "25%", "50%", "75%", "90%", "max", "mean")}
-    low, high = points["min"], points["max"]
-    if low is None or high is None:
+    finite = [v for v in points.values() if v is not None]
+    if not finite:
         return ""
-    span = high - low
+    low = points["min"] if points["min"] is not None else min(finite)
+    high = points["max"] if points["max"] is not None else max(finite)
+    scale = 1.0 if math.isfinite(high - low) else 0.5  # halves: finite for any two finite doubles
+    span = high * scale - low * scale
 
     def x(value: float | None) -> float:
         if value is None or span <= 0:
             return _WIDTH / 2
-        return _PAD + (value - low) / span * (_WIDTH - 2 * _PAD)
+        share = min(1.0, max(0.0, (value * scale - low * scale) / span))
+        return _PAD + share * (_WIDTH - 2 * _PAD)
 
     def box(a: str, b: str, height: float, cls: str) -> str:
         if points[a] is None or points[b] is None:
@@ -70,8 +89,9 @@ def percentile_bar(stats: dict[str, Any]) -> str:
     if points["mean"] is not None:
         mean = points["mean"]
         parts.append(f'<circle class="mean" cx="{x(mean):.1f}" cy="{mid:.1f}" r="3"><title>mean {mean:.6g}</title></circle>')
-    parts.append(f'<text x="{_PAD}" y="{_HEIGHT - 1}" class="axis">{html.escape(f"{low:.4g}")}</text>')
-    parts.append(f'<text x="{_WIDTH - _PAD}" y="{_HEIGHT - 1}" class="axis end">{html.escape(f"{high:.4g}")}</text>')
+    ends = html.escape(_label(stats, "min", ".4g")), html.escape(_label(stats, "max", ".4g"))
+    parts.append(f'<text x="{_PAD}" y="{_HEIGHT - 1}" class="axis">{ends[0]}</text>')
+    parts.append(f'<text x="{_WIDTH - _PAD}" y="{_HEIGHT - 1}" class="axis end">{ends[1]}</text>')
     return (
         f'<svg class="pbar" width="{_WIDTH:.0f}" height="{_HEIGHT:.0f}" viewBox="0 0 {_WIDTH:.0f} {_HEIGHT:.0f}" role="img" '
         f'aria-label="percentiles">{"".join(parts)}</svg>'
