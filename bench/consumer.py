@@ -8,7 +8,8 @@ Consumer to caught-up, (b) a naive consumer that decodes the same records and do
 event (HSET of the event's values, the "last value" summary only). Prints a table, then one JSON line with
 events_per_s, naive_events_per_s, ratio, peak_rss_mb.
 
-Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
+Needs the stack: `make up && source <(bash deploy/local/stack.sh env admin)` (or METRICFOLD_KAFKA / METRICFOLD_REDIS
+and the Redis administrator's METRICFOLD_REDIS_PASSWORD[_FILE]).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def role_naive(settings: Settings, max_events: int) -> dict[str, float]:
 
     from schemas import codec
 
-    client = redis.Redis.from_url(settings.redis)
+    client = redis.Redis.from_url(settings.redis, username=settings.redis_username, password=settings.redis_password)
     kafka = KafkaConsumer(
         settings.topic,
         bootstrap_servers=settings.kafka.split(","),
@@ -149,7 +150,8 @@ def main() -> int:
             delete_topics(settings, [settings.topic, settings.dead_letter_topic])
             import redis
 
-            with redis.Redis.from_url(settings.redis) as client:
+            login = {"username": settings.redis_username, "password": settings.redis_password}
+            with redis.Redis.from_url(settings.redis, **login) as client:
                 for key in client.scan_iter(match=f"{settings.namespace}:*", count=5000):
                     client.unlink(key)
 

@@ -30,7 +30,8 @@ and Redis times.
 
 Prints a table, then one JSON line: freshness_p50_ms, freshness_p99_ms, events_per_s, peak_rss_mb (and more).
 The time series goes to --series (default test-artifacts/load-series.json) for bench/report.py's plot.
-Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
+Needs the stack: `make up && source <(bash deploy/local/stack.sh env admin)` (or METRICFOLD_KAFKA / METRICFOLD_REDIS
+and the Redis administrator's METRICFOLD_REDIS_PASSWORD[_FILE]).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.settings = settings
         self.keys = Keys(settings.namespace, generation)
-        self.client = redis.Redis.from_url(settings.redis)
+        self.client = redis.Redis.from_url(settings.redis, username=settings.redis_username, password=settings.redis_password)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self.pubsub.subscribe(self.keys.channel(f"{ENTITY}/{PROJECT}"))
         self.stop = threading.Event()
@@ -261,11 +262,12 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     settings = Settings.from_env(topic=f"bench-load-{tag}", namespace=f"load{tag}")
     ensure_topics(settings)
-    client = redis.Redis.from_url(settings.redis)
+    client = redis.Redis.from_url(settings.redis, username=settings.redis_username, password=settings.redis_password)
     consumer_log = REPO / "test-artifacts" / f"load-consumer-{tag}.log"
     consumer_log.parent.mkdir(exist_ok=True)  # every consumer of the group logs here
+    # the Redis URL (it may hold a password) reaches the consumers in METRICFOLD_REDIS, not in their argv (ps shows that)
     command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
-               "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace]
+               "--topic", settings.topic, "--namespace", settings.namespace]
     timings = [REPO / "test-artifacts" / f"load-timings-{tag}-{i}.jsonl" for i in range(args.consumers)]
     with consumer_log.open("wb") as sink:
         consumers = [subprocess.Popen([*command, "--timings", str(path)], cwd=REPO, stdout=subprocess.DEVNULL,

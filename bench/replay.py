@@ -4,7 +4,7 @@
 
 Pre-fills a fresh topic with --events log events (4 floats each) over --runs runs from --producers trainer
 processes (the real SDK), then replays it in a separate process and prints a table and, last, one JSON line
-with events_per_s, seconds, peak_rss_mb. Needs the stack: `make up && source .stack/env`.
+with events_per_s, seconds, peak_rss_mb. Needs the stack: `make up && source <(bash deploy/local/stack.sh env admin)`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> int:
         delete_topics(settings, [settings.topic, settings.dead_letter_topic])
         import redis
 
-        with redis.Redis.from_url(settings.redis) as client:
+        with redis.Redis.from_url(settings.redis, username=settings.redis_username, password=settings.redis_password) as client:
             for key in client.scan_iter(match=f"{settings.namespace}:*", count=5000):
                 client.unlink(key)
     rate = result["events"] / result["seconds"]

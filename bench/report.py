@@ -5,7 +5,7 @@
                            [--replay-events 500000] [--skip NAME ...]
 
 Runs, one after the other, each in its own process against the local stack (`make up`; the connection settings
-come from `deploy/local/stack.sh env` unless METRICFOLD_KAFKA / METRICFOLD_REDIS are set): bench/producer.py,
+come from `deploy/local/stack.sh env admin` unless METRICFOLD_KAFKA / METRICFOLD_REDIS are set): bench/producer.py,
 bench/consumer.py --events N, bench/replay.py --events N, bench/load.py --seconds S (and again with the trainers
 at --load-nice and --load-nice-consumers consumers: the consumers get the CPU first, as on a cluster where the trainers
 run elsewhere; and again with --load-capacity-runs open runs per trainer: the same events/s from fewer runs, since
@@ -45,7 +45,8 @@ def stack_env() -> dict[str, str]:
     env = dict(os.environ)
     if "METRICFOLD_KAFKA" not in env or "METRICFOLD_REDIS" not in env:
         script = REPO / "deploy" / "local" / "stack.sh"
-        out = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, check=True)
+        # the administrator: the benchmarks make namespaces of their own (the password stays in its file)
+        out = subprocess.run(["bash", str(script), "env", "admin"], capture_output=True, text=True, check=True)
         for line in out.stdout.splitlines():
             if line.startswith("export ") and "=" in line:
                 key, value = line[len("export ") :].split("=", 1)
@@ -121,7 +122,11 @@ def machine(env: dict[str, str]) -> dict[str, str]:
     try:
         import redis
 
-        with redis.Redis.from_url(env.get("METRICFOLD_REDIS", "redis://127.0.0.1:16379/0")) as client:
+        from schemas.settings import Settings  # (not consumer.*: bench/consumer.py shadows it here)
+
+        settings = Settings.from_env({"METRICFOLD_REDIS": "redis://127.0.0.1:16379/0", **env})
+        login = {"username": settings.redis_username, "password": settings.redis_password}
+        with redis.Redis.from_url(settings.redis, **login) as client:
             redis_version = str(client.info("server").get("redis_version"))
     except Exception as exc:  # the report says so instead of failing
         redis_version = f"unknown ({exc})"

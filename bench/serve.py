@@ -9,7 +9,8 @@ from this process: the project page sorted by a summary path (a page of 50 at a 
 by last update, a random run's page, and the JSON endpoints. Prints a table, then one JSON line with p50_ms and
 p99_ms over the HTML pages, and per-endpoint figures.
 
-Needs the stack: `make up && source .stack/env` (or METRICFOLD_KAFKA / METRICFOLD_REDIS).
+Needs the stack: `make up && source <(bash deploy/local/stack.sh env admin)` (or METRICFOLD_KAFKA / METRICFOLD_REDIS
+and the Redis administrator's METRICFOLD_REDIS_PASSWORD[_FILE]).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 With a Docker engine that answers, the services come from deploy/docker-compose.yml through
 pytest-docker; otherwise from deploy/local/stack.sh (started if it is not running, and left running
 so the next run reuses it: `make down` stops it). Nothing here fakes Kafka or Redis.
+
+The tests log in to Redis as its administrator (the `default` user, whose password the stack made: the local
+stack's `<stack dir>/secrets/redis-default.password`, or the compose project's `redis-acl` service); they make
+throwaway ACL users where a test needs the consumer's or the reader's rights (tests/test_redis_acl.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
 KAFKA_PORT = int(os.environ.get("METRICFOLD_KAFKA_PORT", "19092"))
 REDIS_PORT = int(os.environ.get("METRICFOLD_REDIS_PORT", "16379"))
+STACK_DIR = Path(os.environ.get("METRICFOLD_STACK_DIR") or REPO / ".stack")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,12 @@ class Stack:
     kafka: str
     redis_url: str
     local: bool  # True: deploy/local/stack.sh, so the tests may stop and start services
+    #: the administrator's (`default` user's) password; None: a Redis whose default user needs none
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
+
+    def redis(self) -> redis.Redis:
+        """A client logged in as the administrator."""
+        return redis.Redis.from_url(self.redis_url, password=self.redis_password)
 
     def control(self, command: str) -> None:
         """Run a stack.sh command (restart-redis, kill-kafka, ...); local stack only."""
@@ -77,9 +88,22 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     if _docker_engine_answers():
         request.getfixturevalue("docker_services")  # pytest-docker: compose up now, down at the end
         _wait_until_ready(kafka, redis_url)
-        return Stack(kafka=kafka, redis_url=redis_url, local=False)
+        return Stack(kafka=kafka, redis_url=redis_url, local=False, redis_password=_compose_admin_password())
     subprocess.run(["bash", str(STACK_SCRIPT), "up"], check=True, cwd=REPO)
-    return Stack(kafka=kafka, redis_url=redis_url, local=True)
+    return Stack(kafka=kafka, redis_url=redis_url, local=True, redis_password=admin_password(STACK_DIR))
+
+
+def admin_password(stack_dir: Path) -> str | None:
+    """The Redis administrator's password of the local stack in *stack_dir* (None: none was made)."""
+    path = stack_dir / "secrets" / "redis-default.password"
+    return path.read_text().partition("\n")[0] if path.exists() else None
+
+
+def _compose_admin_password() -> str:
+    """The administrator's password the compose project's `redis-acl` service made (read from its volume)."""
+    command = ["docker", "compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "-p", "metricfold-tests",
+               "run", "--rm", "--no-deps", "-T", "redis-acl", "cat /secrets/redis-default.password"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.partition("\n")[0]
 
 
 @pytest.fixture
@@ -87,14 +111,15 @@ def settings(stack: Stack) -> Iterator[Settings]:
     """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace."""
     tag = uuid.uuid4().hex[:12]
     made = Settings(
-        kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4
+        kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4,
+        redis_password=stack.redis_password,
     )
     ensure_topics(made)
     yield made
     with contextlib.suppress(Exception):  # the broker may be down after a fault test; the topic is unique anyway
         delete_topics(made, [made.topic, made.dead_letter_topic])
     try:
-        with redis.Redis.from_url(stack.redis_url) as client:
+        with stack.redis() as client:
             # the namespace and those derived from it (a clean fold into "<ns>clean", a stopped one, ...)
             keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
             for start in range(0, len(keys), 500):
@@ -105,7 +130,7 @@ def settings(stack: Stack) -> Iterator[Settings]:
 
 @pytest.fixture
 def redis_client(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(stack.redis_url)
+    client = stack.redis()
     yield client
     client.close()
 

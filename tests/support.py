@@ -18,6 +18,7 @@ from schemas.settings import Settings
 
 __all__ = [
     "clean_fold_digest",
+    "cli_env",
     "consume_all",
     "consumer_process",
     "produce_stream",
@@ -104,12 +105,24 @@ def consume_all(settings: Settings) -> Any:
         consumer.close()
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `metricfold` subprocess that logs in to Redis as *settings* do (not as a shell's
+    `source .stack/env` would)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("METRICFOLD_REDIS_USERNAME", "METRICFOLD_REDIS_PASSWORD", "METRICFOLD_REDIS_PASSWORD_FILE")}
+    if settings.redis_username:
+        env["METRICFOLD_REDIS_USERNAME"] = settings.redis_username
+    if settings.redis_password:
+        env["METRICFOLD_REDIS_PASSWORD"] = settings.redis_password
+    return env
+
+
 def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     """`metricfold -v consume` in its own process; its log is appended to *log*."""
     command = [sys.executable, "-m", "consumer.cli", "-v", "consume", "--quiet", "--kafka", settings.kafka,
                "--redis", settings.redis, "--topic", settings.topic, "--namespace", settings.namespace, *extra]
     with log.open("ab") as sink:
-        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ})
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, env=cli_env(settings))
 
 
 def start_stream(

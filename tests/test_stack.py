@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 from kafka import KafkaProducer
 
 from consumer.kafka_io import event_topic_config, topic_config, topic_partitions
@@ -49,11 +48,11 @@ def test_dead_letter_topic_exists_with_bounded_retention(settings: Settings) -> 
 def test_redis_answers_and_keeps_data_across_a_server_restart(stack: Any, settings: Settings) -> None:
     key = f"{settings.namespace}:persist-probe"
     value = uuid.uuid4().hex
-    with redis.Redis.from_url(stack.redis_url) as client:
+    with stack.redis() as client:
         assert client.ping()
         client.set(key, value)
 
     stack.control("restart-redis")  # SIGTERM: Redis flushes the AOF before it exits
 
-    with redis.Redis.from_url(stack.redis_url) as client:
+    with stack.redis() as client:
         assert client.get(key) == value.encode()

@@ -128,7 +128,8 @@ def test_the_installed_wheel_runs_the_sdk_consume_serve_replay_and_summary(
 ) -> None:
     bin_dir = venv / "bin"
     env = clean_env(METRICFOLD_KAFKA=settings.kafka, METRICFOLD_REDIS=settings.redis, METRICFOLD_TOPIC=settings.topic,
-                    METRICFOLD_NAMESPACE=settings.namespace)
+                    METRICFOLD_NAMESPACE=settings.namespace,
+                    **({"METRICFOLD_REDIS_PASSWORD": settings.redis_password} if settings.redis_password else {}))
     env["PATH"] = os.pathsep.join([str(bin_dir), env["PATH"]])
     cwd = tmp_path  # outside the checkout: `python -c` puts the working directory first on sys.path
     assert not cwd.resolve().is_relative_to(REPO)

@@ -5,13 +5,20 @@
 #   deploy/local/stack.sh up        start what is not running, wait until both answer   (idempotent)
 #   deploy/local/stack.sh down      stop what we started                                 (idempotent)
 #   deploy/local/stack.sh status    say what runs where; exit 1 if something is down
-#   deploy/local/stack.sh env       print the METRICFOLD_* exports that point clients at this stack
+#   deploy/local/stack.sh env [consumer|reader|admin]   print the METRICFOLD_* exports that point clients at this
+#                                   stack, logged in as that Redis user (default consumer; `up` writes them to
+#                                   <stack dir>/env)
 #   deploy/local/stack.sh restart-redis | restart-kafka | stop-redis | stop-kafka | start-redis | start-kafka
 #   deploy/local/stack.sh kill-redis | kill-kafka      kill -9 (for fault tests)
 #
+# Redis has three ACL users (deploy/redis/README.md): default (the administrator), metricfold-consumer and
+# metricfold-reader, written by `python -m consumer.acl` for METRICFOLD_NAMESPACE each time Redis starts. Their
+# random passwords are in <stack dir>/secrets/redis-<user>.password (mode 0600, made once per stack directory).
+#
 # Settings (environment):
 #   METRICFOLD_KAFKA_PORT (19092)  METRICFOLD_KAFKA_CONTROLLER_PORT (19093)  METRICFOLD_REDIS_PORT (16379)
-#   METRICFOLD_STACK_DIR  data, logs and pid files (default: <repo>/.stack)
+#   METRICFOLD_NAMESPACE  the key prefix the consumer and reader users may use (default: mf)
+#   METRICFOLD_STACK_DIR  data, logs, pid files and passwords (default: <repo>/.stack)
 #   METRICFOLD_CACHE_DIR  the Kafka jars from Maven Central (default: ~/.cache/metricfold), reused when present
 #   METRICFOLD_KAFKA_HEAP (512m)   METRICFOLD_PYTHON  the Python with kafka-python and redis (default: <repo>/.venv)
 set -euo pipefail
@@ -30,6 +37,9 @@ JARS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 KAFKA_DIR="$STACK_DIR/kafka"
 REDIS_DIR="$STACK_DIR/redis"
 LOG_DIR="$STACK_DIR/logs"
+SECRETS_DIR="$STACK_DIR/secrets"
+ACL_FILE="$REDIS_DIR/users.acl"
+NAMESPACE="${METRICFOLD_NAMESPACE:-mf}"
 # A record must fit the largest tensor event (schemas.limits: 16 MiB tensor + 8 MiB of headroom).
 MAX_RECORD_BYTES=25165824
 
@@ -136,13 +146,29 @@ redis_bin() {
   fi
 }
 
+# The ACL users for $NAMESPACE, with the stack's passwords (created once, mode 0600): consumer/acl.py
+write_acl() {
+  [[ -x "$PYTHON" ]] || die "no Python at $PYTHON to write the Redis ACL users (run 'make venv' or set METRICFOLD_PYTHON)"
+  (cd "$repo" && "$PYTHON" -m consumer.acl --namespace "$NAMESPACE" --secrets "$SECRETS_DIR" --output "$ACL_FILE") \
+    || die "could not write the Redis ACL users (see the error above)"
+}
+
+# True when the running Redis was started with the generated ACL users (an older stack.sh started it without)
+acl_loaded() { grep -qxF "aclfile $ACL_FILE" "$REDIS_DIR/redis.conf" 2>/dev/null; }
+
 start_redis() {
-  if pid_alive "$REDIS_DIR/redis.pid"; then say "Redis already running (pid $(cat "$REDIS_DIR/redis.pid")) on 127.0.0.1:$REDIS_PORT"; return 0; fi
+  if pid_alive "$REDIS_DIR/redis.pid"; then
+    say "Redis already running (pid $(cat "$REDIS_DIR/redis.pid")) on 127.0.0.1:$REDIS_PORT"
+    acl_loaded || say "warning: this Redis was started without the ACL users (its default user needs no password): run 'bash $here/stack.sh restart-redis'"
+    return 0
+  fi
   check_port_free "$REDIS_PORT" "Redis" REDIS_PORT
   mkdir -p "$STACK_DIR" "$REDIS_DIR" "$LOG_DIR"
   redis_bin
+  write_acl
   cat > "$REDIS_DIR/redis.conf" <<EOF
-# Written by deploy/local/stack.sh: loopback only, AOF with fsync every second.
+# Written by deploy/local/stack.sh: loopback only, AOF with fsync every second, the ACL users of namespace
+# $NAMESPACE (the default user has a password: $SECRETS_DIR/redis-default.password).
 bind 127.0.0.1
 port $REDIS_PORT
 protected-mode yes
@@ -153,8 +179,8 @@ dir $REDIS_DIR
 appendonly yes
 appendfsync everysec
 save ""
+aclfile $ACL_FILE
 EOF
-  [[ -f "$repo/deploy/redis/users.acl" ]] && echo "aclfile $repo/deploy/redis/users.acl" >> "$REDIS_DIR/redis.conf"
   say "starting Redis on 127.0.0.1:$REDIS_PORT (data: $REDIS_DIR, log: $LOG_DIR/redis.log)"
   redis-server "$REDIS_DIR/redis.conf" || { tail -n 20 "$LOG_DIR/redis.log" >&2 || true; die "redis-server did not start"; }
   for _ in $(seq 1 50); do [[ -f "$REDIS_DIR/redis.pid" ]] && break; sleep 0.1; done
@@ -162,18 +188,38 @@ EOF
 
 wait_ready() {
   [[ -x "$PYTHON" ]] || die "no Python at $PYTHON to check the stack (run 'make venv' or set METRICFOLD_PYTHON)"
-  "$PYTHON" "$here/wait_ready.py" --kafka "127.0.0.1:$KAFKA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT/0" "$@" \
+  local auth=()
+  [[ -f "$SECRETS_DIR/redis-default.password" ]] && auth=(--redis-password-file "$SECRETS_DIR/redis-default.password")
+  "$PYTHON" "$here/wait_ready.py" --kafka "127.0.0.1:$KAFKA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT/0" ${auth[@]+"${auth[@]}"} "$@" \
     || { echo "--- tail of $LOG_DIR/server.log" >&2; tail -n 30 "$LOG_DIR/server.log" >&2 2>/dev/null || true;
          echo "--- tail of $LOG_DIR/kafka.out" >&2; tail -n 10 "$LOG_DIR/kafka.out" >&2 2>/dev/null || true;
          echo "--- tail of $LOG_DIR/redis.log" >&2; tail -n 10 "$LOG_DIR/redis.log" >&2 2>/dev/null || true;
          die "the stack did not come up"; }
 }
 
-print_env() {
+print_env() {  # $1: the Redis user, consumer (default), reader or admin; the password stays in its file
+  local user namespace
+  case "${1:-consumer}" in
+    consumer) user=metricfold-consumer ;;
+    reader) user=metricfold-reader ;;
+    admin) user=default ;;
+    *) die "unknown Redis user '$1' (try: consumer, reader, admin)" ;;
+  esac
   cat <<EOF
 export METRICFOLD_KAFKA=127.0.0.1:$KAFKA_PORT
 export METRICFOLD_REDIS=redis://127.0.0.1:$REDIS_PORT/0
 EOF
+  if acl_loaded; then
+    namespace="$(grep -o -m 1 '~[A-Za-z0-9_.-]*:\*' "$ACL_FILE" | sed 's/^~//; s/:\*$//')"
+    cat <<EOF
+export METRICFOLD_NAMESPACE=$namespace
+export METRICFOLD_REDIS_USERNAME=$user
+export METRICFOLD_REDIS_PASSWORD_FILE=$SECRETS_DIR/redis-$user.password
+unset METRICFOLD_REDIS_PASSWORD
+EOF
+  else
+    echo "# this Redis was started without the ACL users: bash $here/stack.sh restart-redis"
+  fi
 }
 
 status() {
@@ -189,16 +235,16 @@ case "$cmd" in
   up) mkdir -p "$STACK_DIR"; start_redis; start_kafka; wait_ready; print_env > "$STACK_DIR/env"; say "up; clients: source $STACK_DIR/env" ;;
   down) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
   status) status ;;
-  env) print_env ;;
+  env) print_env "${2:-consumer}" ;;
   start-kafka) start_kafka; wait_ready --only kafka ;;
-  start-redis) start_redis; wait_ready --only redis ;;
+  start-redis) start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
   stop-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM ;;
   stop-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
   kill-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka KILL ;;
   kill-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis KILL ;;
   restart-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM; start_kafka; wait_ready --only kafka ;;
-  restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis ;;
+  restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
   fetch) fetch_kafka ;;
-  -h|--help|help|"") sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help|"") sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try: up, down, status, env, --help)" ;;
 esac

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 
 def kafka_ready(bootstrap: str) -> str | None:
@@ -29,12 +30,20 @@ def kafka_ready(bootstrap: str) -> str | None:
         admin.close()
 
 
-def redis_ready(url: str) -> str | None:
+def redis_ready(url: str, password_file: str | None = None) -> str | None:
+    """PING as the default user: with the password of *password_file* (the local stack's administrator); without
+    one, a Redis that asks for a password (NOAUTH) answers too."""
     import redis
 
     try:
-        with redis.Redis.from_url(url, socket_timeout=2) as client:
+        password = Path(password_file).read_text().partition("\n")[0] if password_file else None
+    except OSError as exc:
+        return f"cannot read the password file {password_file}: {exc.strerror}"
+    try:
+        with redis.Redis.from_url(url, password=password, socket_timeout=2) as client:
             return None if client.ping() else "PING did not answer PONG"
+    except redis.AuthenticationError as exc:
+        return None if password is None else f"{type(exc).__name__}: {exc}"  # without one: Redis, asking for it
     except (redis.RedisError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -43,11 +52,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kafka", required=True, help="bootstrap host:port")
     parser.add_argument("--redis", required=True, help="redis:// URL")
+    parser.add_argument("--redis-password-file", metavar="FILE", help="the default user's password (first line)")
     parser.add_argument("--only", choices=["kafka", "redis"], help="check one service only")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (default 90)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # kafka-python logs every refused connection otherwise
-    checks = {"kafka": lambda: kafka_ready(args.kafka), "redis": lambda: redis_ready(args.redis)}
+    checks = {"kafka": lambda: kafka_ready(args.kafka), "redis": lambda: redis_ready(args.redis, args.redis_password_file)}
     pending = [args.only] if args.only else ["redis", "kafka"]
     deadline = time.monotonic() + args.timeout
     last: dict[str, str] = {}

@@ -73,6 +73,12 @@ class ChaosStack:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
+    def redis_password(self) -> str | None:
+        """The private stack's Redis administrator password (stack.sh made it; None before its first start)."""
+        path = STACK_DIR / "secrets" / "redis-default.password"
+        return path.read_text().partition("\n")[0] if path.exists() else None
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,

@@ -42,13 +42,15 @@ def no_leftover_processes() -> Iterator[None]:
 def settings(chaos_stack: ChaosStack) -> Iterator[Settings]:
     """A fresh event topic (4 partitions) and Redis namespace on the private stack; services up again afterwards."""
     tag = uuid.uuid4().hex[:12]
-    made = Settings(kafka=chaos_stack.kafka, redis=chaos_stack.redis_url, topic=f"chaos-{tag}", namespace=f"c{tag}", partitions=4)
+    made = Settings(kafka=chaos_stack.kafka, redis=chaos_stack.redis_url, topic=f"chaos-{tag}", namespace=f"c{tag}", partitions=4,
+                    redis_password=chaos_stack.redis_password)
     ensure_topics(made)
     yield made
     chaos_stack.ensure_running()  # a failed scenario may have left a service down
     with contextlib.suppress(Exception):
         delete_topics(made, [made.topic, made.dead_letter_topic])
-    with contextlib.suppress(redis.RedisError), redis.Redis.from_url(chaos_stack.redis_url) as client:
+    with contextlib.suppress(redis.RedisError), \
+            redis.Redis.from_url(chaos_stack.redis_url, password=made.redis_password) as client:
         keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
         for start in range(0, len(keys), 500):
             client.unlink(*keys[start : start + 500])

@@ -36,7 +36,7 @@ def restore(client: redis.Redis, namespace: str, saved: dict[bytes, bytes]) -> N
 
 def test_a_live_consumer_refolds_what_redis_lost_after_acknowledging_it(settings: Settings) -> None:
     consumer = Consumer(settings)
-    client = redis.Redis.from_url(settings.redis)
+    client = redis.Redis.from_url(settings.redis, password=settings.redis_password)
     try:
         produce_stream(settings, runs=3, events_per_run=400, seed=1)
         consumer.run(until_caught_up=True)
