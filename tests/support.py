@@ -21,9 +21,11 @@ __all__ = [
     "cli_env",
     "consume_all",
     "consumer_process",
+    "metricfold_cli",
     "produce_stream",
     "read_full_records",
     "read_records",
+    "sdk_spool",
     "start_stream",
     "stream_events",
     "wait_all",
@@ -115,6 +117,30 @@ def cli_env(settings: Settings) -> dict[str, str]:
     if settings.redis_password:
         env["METRICFOLD_REDIS_PASSWORD"] = settings.redis_password
     return env
+
+
+def metricfold_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`metricfold ARGS` in its own process, pointed at *settings*' Kafka, Redis (logged in as they are), topic
+    and namespace; its output captured as text."""
+    connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--topic", settings.topic,
+                  "--namespace", settings.namespace]
+    return subprocess.run([sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(settings))
+
+
+def sdk_spool(directory: Path, run_id: str = "r", events: int = 3) -> Path:
+    """A spool file the SDK wrote (offline): RunStarted, *events* logs, RunFinished."""
+    import pytest
+
+    import producer as mf
+
+    with pytest.warns(mf.SpoolWarning):
+        run = mf.init(entity="e", project="p", run_id=run_id, mode="offline", spool_dir=directory)
+        for i in range(events):
+            run.log({"x": float(i)})
+        run.finish()
+    assert run.report is not None and run.report.spool_path is not None
+    return run.report.spool_path
 
 
 def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,20 +14,11 @@ from consumer.digest import digest_generation
 from consumer.store import Store
 from schemas.settings import Settings
 
-from support import cli_env, consume_all
+from support import consume_all, metricfold_cli
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def metricfold(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--topic", settings.topic,
-                  "--namespace", settings.namespace]
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=cli_env(settings),
-    )
 
 
 def log_runs(settings: Settings) -> None:
@@ -43,10 +32,10 @@ def log_runs(settings: Settings) -> None:
 def test_consume_until_caught_up_then_summary_and_runs_print_readable_tables(settings: Settings) -> None:
     log_runs(settings)
 
-    consumed = metricfold(settings, "consume", "--until-caught-up", "--quiet")
-    summary = metricfold(settings, "summary", "team/vision/b")
-    runs = metricfold(settings, "runs", "team/vision", "--sort", "loss.min", "--ascending")
-    as_json = metricfold(settings, "runs", "team/vision", "--sort", "loss.min", "--json")
+    consumed = metricfold_cli(settings, "consume", "--until-caught-up", "--quiet")
+    summary = metricfold_cli(settings, "summary", "team/vision/b")
+    runs = metricfold_cli(settings, "runs", "team/vision", "--sort", "loss.min", "--ascending")
+    as_json = metricfold_cli(settings, "runs", "team/vision", "--sort", "loss.min", "--json")
 
     assert consumed.returncode == 0, consumed.stderr
     assert "events applied" in consumed.stderr
@@ -64,7 +53,7 @@ def test_consume_timings_write_one_json_line_per_batch_with_its_records_runs_and
     log_runs(settings)
     timings = tmp_path / "timings.jsonl"
 
-    consumed = metricfold(settings, "consume", "--until-caught-up", "--quiet", "--timings", str(timings))
+    consumed = metricfold_cli(settings, "consume", "--until-caught-up", "--quiet", "--timings", str(timings))
     elapsed_ms = time.time() * 1000 - began_ms
 
     assert consumed.returncode == 0, consumed.stderr
@@ -81,11 +70,11 @@ def test_consume_timings_write_one_json_line_per_batch_with_its_records_runs_and
 
 
 def test_bad_arguments_get_a_clear_error_and_exit_code_2(settings: Settings, tmp_path: Path) -> None:
-    bad_path = metricfold(settings, "summary", "not-a-run-path")
-    bad_project = metricfold(settings, "runs", "team/vision/extra")
-    missing = metricfold(settings, "summary", "team/vision/nothing")
-    bad_offset = metricfold(settings, "replay", "--until-offset", "zero")
-    bad_timings = metricfold(settings, "consume", "--until-caught-up", "--timings", str(tmp_path / "no-such-dir" / "t.jsonl"))
+    bad_path = metricfold_cli(settings, "summary", "not-a-run-path")
+    bad_project = metricfold_cli(settings, "runs", "team/vision/extra")
+    missing = metricfold_cli(settings, "summary", "team/vision/nothing")
+    bad_offset = metricfold_cli(settings, "replay", "--until-offset", "zero")
+    bad_timings = metricfold_cli(settings, "consume", "--until-caught-up", "--timings", str(tmp_path / "no-such-dir" / "t.jsonl"))
 
     assert bad_path.returncode == 2 and "entity/project/run_id" in bad_path.stderr
     assert bad_project.returncode == 2 and "entity/project" in bad_project.stderr
@@ -104,8 +93,8 @@ def test_replay_until_time_builds_the_summary_as_it_was_then_and_digest_matches_
         run.summary["acc"] = 0.99  # the override the audit asks about
     consume_all(settings)
 
-    replayed = metricfold(settings, "replay", "--generation", "asof", "--until-time", cut, "--quiet")
-    digest = metricfold(settings, "digest", "--generation", "asof")
+    replayed = metricfold_cli(settings, "replay", "--generation", "asof", "--until-time", cut, "--quiet")
+    digest = metricfold_cli(settings, "digest", "--generation", "asof")
 
     assert replayed.returncode == 0, replayed.stderr
     with Store(settings, generation="asof") as store:
@@ -122,8 +111,8 @@ def test_sync_publishes_an_offline_spool_once_even_when_run_twice(settings: Sett
             run.log({"i": i})
         run.finish()
 
-    first = metricfold(settings, "sync", str(tmp_path))
-    second = metricfold(settings, "sync", str(tmp_path))
+    first = metricfold_cli(settings, "sync", str(tmp_path))
+    second = metricfold_cli(settings, "sync", str(tmp_path))
     consume_all(settings)
 
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr

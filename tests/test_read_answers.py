@@ -25,7 +25,7 @@ from schemas.errors import RunNotFound, ValidationError
 from schemas.names import ADJECTIVES, NOUNS, run_name
 from schemas.settings import Settings
 
-from support import cli_env, consume_all
+from support import consume_all, metricfold_cli
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +61,6 @@ def web(folded: Settings) -> Iterator[httpx.Client]:
         yield client
 
 
-def metricfold(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--topic", settings.topic,
-                  "--namespace", settings.namespace]
-    return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args, *connection], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=cli_env(settings),
-    )
-
-
 def _error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode != 0 and done.stdout == "", (done.returncode, done.stdout)
     lines = done.stderr.strip().splitlines()
@@ -80,7 +71,7 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
 def test_an_unknown_project_is_an_error_naming_it_and_the_known_ones_in_the_cli_api_and_web(
     folded: Settings, web: httpx.Client
 ) -> None:
-    message = _error_line(metricfold(folded, "runs", "nobody/nothing"))
+    message = _error_line(metricfold_cli(folded, "runs", "nobody/nothing"))
     assert "'nobody/nothing'" in message and "team/vision" in message
 
     with pytest.raises(RunNotFound) as raised:
@@ -94,7 +85,7 @@ def test_an_unknown_project_is_an_error_naming_it_and_the_known_ones_in_the_cli_
 def test_an_unknown_sort_path_is_an_error_naming_it_and_the_sortable_ones_in_the_cli_api_and_web(
     folded: Settings, web: httpx.Client
 ) -> None:
-    message = _error_line(metricfold(folded, "runs", "team/vision", "--sort", "garbage"))
+    message = _error_line(metricfold_cli(folded, "runs", "team/vision", "--sort", "garbage"))
     assert "'garbage'" in message and "loss" in message
 
     with pytest.raises(ValidationError) as raised:
@@ -106,7 +97,7 @@ def test_an_unknown_sort_path_is_an_error_naming_it_and_the_sortable_ones_in_the
 
 
 def test_known_projects_and_paths_still_answer(folded: Settings) -> None:
-    listed = metricfold(folded, "runs", "team/vision", "--sort", "loss")
+    listed = metricfold_cli(folded, "runs", "team/vision", "--sort", "loss")
     assert listed.returncode == 0, listed.stderr
     assert "2 of 2 runs" in listed.stdout
     assert [r.id for r in mf.Api(folded).runs("team/vision", order="+loss")] == ["named", "anon"]
@@ -117,8 +108,8 @@ def test_a_run_without_a_name_shows_its_made_up_name_everywhere_and_a_given_name
     folded: Settings, web: httpx.Client
 ) -> None:
     made_up = run_name("anon")
-    table = metricfold(folded, "runs", "team/vision")
-    summary = metricfold(folded, "summary", "team/vision/anon")
+    table = metricfold_cli(folded, "runs", "team/vision")
+    summary = metricfold_cli(folded, "summary", "team/vision/anon")
     api_rows = {row["run_id"]: row["name"] for row in web.get("/api/projects/team/vision/runs").json()["runs"]}
 
     assert table.returncode == 0 and summary.returncode == 0, table.stderr + summary.stderr

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema, writer
 
-import producer as mf
 from producer.spool import SpoolWriter, read_spool, sync
 from schemas.errors import ConfigError
 from schemas.settings import Settings
+
+from support import sdk_spool
 
 UNREACHABLE = Settings(kafka="127.0.0.1:9")  # discard port: nothing listens there
 
@@ -33,30 +34,19 @@ def test_a_torn_last_block_of_a_live_file_is_left_out(tmp_path: Path) -> None:
     assert read_spool(writer.path) == [("e/p/r", b"first")]
 
 
-def _valid_spool(directory: Path, run_id: str = "r", events: int = 3) -> Path:
-    """A spool file the SDK wrote (offline): RunStarted, *events* logs, RunFinished."""
-    with pytest.warns(mf.SpoolWarning):
-        run = mf.init(entity="e", project="p", run_id=run_id, mode="offline", spool_dir=directory)
-        for i in range(events):
-            run.log({"x": float(i)})
-        run.finish()
-    assert run.report is not None and run.report.spool_path is not None
-    return run.report.spool_path
-
-
 def _marker(path: Path) -> Path:
     return path.with_name(path.name + ".synced")
 
 
 def test_sync_skips_files_already_delivered_without_contacting_kafka(tmp_path: Path) -> None:
-    path = _valid_spool(tmp_path)
+    path = sdk_spool(tmp_path)
     _marker(path).write_text(json.dumps({"records": len(read_spool(path))}))
     report = sync(tmp_path, UNREACHABLE)
     assert report.records == 0 and report.up_to_date == [path] and report.ok
 
 
 def test_sync_without_kafka_says_so_per_file_and_marks_nothing(tmp_path: Path) -> None:
-    path = _valid_spool(tmp_path)
+    path = sdk_spool(tmp_path)
     report = sync(tmp_path, UNREACHABLE, timeout_s=1.0)
     [result] = report.results
     assert not report.ok and result.status == "not sent" and "unreachable" in result.reason
@@ -66,7 +56,7 @@ def test_sync_without_kafka_says_so_per_file_and_marks_nothing(tmp_path: Path) -
 def test_a_missing_directory_or_a_plain_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         sync(tmp_path / "nowhere", UNREACHABLE)
-    path = _valid_spool(tmp_path)
+    path = sdk_spool(tmp_path)
     with pytest.raises(ConfigError, match="not a directory"):
         sync(path, UNREACHABLE)
 
@@ -92,7 +82,7 @@ def test_files_that_are_not_spool_files_are_skipped_with_the_reason_not_crashed_
 
 @pytest.mark.parametrize("marker", ['{"records": -1}', '{"records": true}', '{"records": 99}', "not json", "[]"])
 def test_a_marker_sync_did_not_write_is_reported_and_nothing_is_sent(tmp_path: Path, marker: str) -> None:
-    path = _valid_spool(tmp_path)
+    path = sdk_spool(tmp_path)
     _marker(path).write_text(marker)
     [result] = sync(tmp_path, UNREACHABLE).results  # Kafka is not even tried
     assert result.status == "skipped" and "marker" in result.reason and "delete it" in result.reason

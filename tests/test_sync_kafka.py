@@ -19,6 +19,8 @@ from schemas.codec import default_codec
 from schemas.limits import Limits
 from schemas.settings import Settings
 
+from support import sdk_spool
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,16 +51,6 @@ class Producer:
             writer.append(self.path, value)
         writer.close()
         return writer.path
-
-
-def sdk_spool(directory: Path, run_id: str, events: int = 3) -> Path:
-    with pytest.warns(mf.SpoolWarning):
-        run = mf.init(entity="e", project="p", run_id=run_id, mode="offline", spool_dir=directory)
-        for i in range(events):
-            run.log({"x": float(i)})
-        run.finish()
-    assert run.report is not None and run.report.spool_path is not None
-    return run.report.spool_path
 
 
 def on_topic(settings: Settings, read_records: ReadRecords, at_least: int) -> list[bytes]:
