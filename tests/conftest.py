@@ -47,6 +47,24 @@ class Stack:
         """A client logged in as the administrator."""
         return redis.Redis.from_url(self.redis_url, password=self.redis_password)
 
+    @contextlib.contextmanager
+    def fresh_settings(self) -> Iterator[Settings]:
+        """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace, both deleted
+        afterwards (with the namespaces derived from it: a clean fold into "<ns>clean", a stopped one, ...)."""
+        tag = uuid.uuid4().hex[:12]
+        made = Settings(kafka=self.kafka, redis=self.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4,
+                        redis_password=self.redis_password)
+        ensure_topics(made)
+        try:
+            yield made
+        finally:
+            with contextlib.suppress(Exception):  # the broker may be down after a fault test; the topic is unique
+                delete_topics(made, [made.topic, made.dead_letter_topic])
+            with contextlib.suppress(redis.RedisError), self.redis() as client:
+                keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
+                for start in range(0, len(keys), 500):
+                    client.delete(*keys[start : start + 500])
+
     def control(self, command: str) -> None:
         """Run a stack.sh command (restart-redis, kill-kafka, ...); local stack only."""
         if not self.local:
@@ -109,23 +127,8 @@ def _compose_admin_password() -> str:
 @pytest.fixture
 def settings(stack: Stack) -> Iterator[Settings]:
     """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace."""
-    tag = uuid.uuid4().hex[:12]
-    made = Settings(
-        kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4,
-        redis_password=stack.redis_password,
-    )
-    ensure_topics(made)
-    yield made
-    with contextlib.suppress(Exception):  # the broker may be down after a fault test; the topic is unique anyway
-        delete_topics(made, [made.topic, made.dead_letter_topic])
-    try:
-        with stack.redis() as client:
-            # the namespace and those derived from it (a clean fold into "<ns>clean", a stopped one, ...)
-            keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
-    except redis.RedisError:
-        pass
+    with stack.fresh_settings() as made:
+        yield made
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ name made up from its run id everywhere."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ import pytest
 from test_producer_unit import flatten
 
 import producer as mf
-from consumer.kafka_io import delete_topics, ensure_topics
 from consumer.web.server import ServerThread
 from producer.spool import read_spool
 from schemas.codec import decode
@@ -35,24 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def folded(stack: Any) -> Iterator[Settings]:  # conftest.Stack
     """team/vision: run "named" (name "given"; a second producer attached without a name), run "anon" (no name)."""
-    tag = uuid.uuid4().hex[:12]
-    made = Settings(kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=2,
-                    redis_password=stack.redis_password)
-    ensure_topics(made)
-    with mf.init(entity="team", project="vision", run_id="named", name="given", settings=made) as run:
-        run.log({"loss": 0.5})
-    with mf.init(entity="team", project="vision", run_id="named", settings=made) as run:  # another rank, no name
-        run.log({"loss": 0.25})
-    with mf.init(entity="team", project="vision", run_id="anon", settings=made) as run:
-        run.log({"loss": 0.75})
-    consume_all(made)
-    yield made
-    with contextlib.suppress(Exception):
-        delete_topics(made, [made.topic, made.dead_letter_topic])
-    with stack.redis() as client:
-        keys = list(client.scan_iter(match=f"{made.namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+    with stack.fresh_settings() as made:
+        with mf.init(entity="team", project="vision", run_id="named", name="given", settings=made) as run:
+            run.log({"loss": 0.5})
+        with mf.init(entity="team", project="vision", run_id="named", settings=made) as run:  # another rank, no name
+            run.log({"loss": 0.25})
+        with mf.init(entity="team", project="vision", run_id="anon", settings=made) as run:
+            run.log({"loss": 0.75})
+        consume_all(made)
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import html
 import io
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +14,6 @@ from web_support import EVIL, RUNS, fill_project, loss_min
 
 import producer as mf
 from consumer.digest import digest_generation
-from consumer.kafka_io import delete_topics, ensure_topics
 from consumer.store import Store
 from consumer.web.server import ServerThread
 from schemas.settings import Settings
@@ -29,19 +26,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def filled(stack: Any) -> Iterator[Settings]:  # conftest.Stack (not imported: tests/chaos has a conftest too)
     """One project for the whole module (filling it takes a few seconds): its own topic and namespace."""
-    tag = uuid.uuid4().hex[:12]
-    made = Settings(kafka=stack.kafka, redis=stack.redis_url, topic=f"test-{tag}", namespace=f"t{tag}", partitions=4,
-                    redis_password=stack.redis_password)
-    ensure_topics(made)
-    fill_project(made)
-    consume_all(made)
-    yield made
-    with contextlib.suppress(Exception):
-        delete_topics(made, [made.topic, made.dead_letter_topic])
-    with stack.redis() as client:
-        keys = list(client.scan_iter(match=f"{made.namespace}:*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
+    with stack.fresh_settings() as made:
+        fill_project(made)
+        consume_all(made)
+        yield made
 
 
 @pytest.fixture(scope="module")
