@@ -27,6 +27,17 @@ __all__ = ["main"]
 log = logging.getLogger("metricfold")
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds greater than 0")
+    return value
+
+
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (each defaults to its environment variable)")
     group.add_argument("--kafka", help="Kafka bootstrap servers, host:port[,...] (METRICFOLD_KAFKA, default localhost:9092)")
@@ -79,7 +90,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     settings = _settings(args)
     timings = _open_timings(args.timings) if args.timings else None
     ensure_topics(settings)
-    consumer = Consumer(settings)
+    consumer = Consumer(settings, stall_limit_s=args.stall_timeout)
     if timings is not None:
         sink = timings
 
@@ -288,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(consume)
     consume.add_argument("--until-caught-up", action="store_true", help="exit once every partition's lag is zero")
     consume.add_argument("--quiet", action="store_true", help="no progress lines")
+    consume.add_argument(
+        "--stall-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="make a new Kafka client when the consumer fetches nothing this long although records wait in its "
+        "partitions (a broker that stopped answering, a client that stopped asking), and resume from Redis (30)",
+    )
     consume.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS", help="progress line interval (5)")
     consume.add_argument(
         "--timings",

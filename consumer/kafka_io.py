@@ -170,6 +170,14 @@ class ConsumerStalled(BrokerUnavailable):
 #: spinning without error and never fetching again (seen under load and in chaos runs). A member that has
 #: not been stable for this long (the session timeout is 20 s) gives up its client and starts over.
 UNSETTLED_LIMIT_S = 30.0
+#: a member that holds partitions with records to read but fetches nothing for this long (its broker stopped
+#: answering, or the client stopped asking) gives up its client and starts over from the Redis checkpoints;
+#: `metricfold consume --stall-timeout` sets it
+STALL_LIMIT_S = 30.0
+#: how often a member that fetches nothing asks for the end offsets (is there anything to read?) past the limit,
+#: and how long the brokers have to answer that
+STALL_CHECK_EVERY_S = 5.0
+STALL_CHECK_TIMEOUT_S = 10.0
 #: at most one (informational) offset commit request per this many seconds
 COMMIT_EVERY_S = 1.0
 
@@ -192,10 +200,15 @@ class GroupConsumer:
         group: bool = True,
         max_record_bytes: int | None = None,
         client_id: str = "metricfold-consumer",
+        stall_limit_s: float = STALL_LIMIT_S,
     ) -> None:
         self.topic = settings.topic
         self.group = group
         self._unsettled_since: float | None = None
+        self.stall_limit_s = stall_limit_s
+        self._idle_since: float | None = None  # monotonic time since which polls returned nothing
+        self._waiting_since: float | None = None  # ... and since which records were seen waiting
+        self._next_stall_check = 0.0
         self._last_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self._next_commit_at = 0.0  # monotonic time of the next commit request (see commit)
         self._on_assigned = on_assigned
@@ -270,8 +283,12 @@ class GroupConsumer:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise BrokerUnavailable(f"polling {self.topic!r} failed: {exc}") from exc
-        if self.group and not polled:
-            self._check_settled()
+        if polled:
+            self._idle_since = self._waiting_since = None
+        else:
+            if self.group:
+                self._check_settled()
+            self._check_fetching()
         records: list[Record] = []
         for tp, batch in sorted(polled.items(), key=lambda item: item[0].partition):
             records.extend(Record(tp.partition, r.offset, r.key, r.value, r.timestamp if isinstance(r.timestamp, int) else -1)
@@ -296,6 +313,36 @@ class GroupConsumer:
                 f"the consumer group membership has not settled for {UNSETTLED_LIMIT_S:.0f} s (a stalled rebalance); "
                 "starting over with a new Kafka client"
             )
+
+    def _check_fetching(self) -> None:
+        """Raise ConsumerStalled when polls have returned nothing for stall_limit_s and either the brokers do not
+        answer an end-offsets request within STALL_CHECK_TIMEOUT_S, or records have waited in the assigned
+        partitions (end offset past our position) for STALL_CHECK_EVERY_S without one being fetched."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+            return
+        idle = now - self._idle_since
+        if idle < self.stall_limit_s or now < self._next_stall_check:
+            return
+        try:
+            lag = self.lag(timeout_s=STALL_CHECK_TIMEOUT_S)
+        except BrokerUnavailable as exc:
+            idle = time.monotonic() - self._idle_since
+            self._idle_since = self._waiting_since = None
+            raise ConsumerStalled(f"fetched nothing for {idle:.0f} s and the brokers do not answer ({exc}); "
+                                  "starting over with a new Kafka client") from exc
+        now = time.monotonic()
+        self._next_stall_check = now + STALL_CHECK_EVERY_S
+        if not lag:
+            self._waiting_since = None
+        elif self._waiting_since is None:  # seen once: it may be on its way; if it still waits next time, it is not
+            self._waiting_since = now
+        else:
+            waited, idle = now - self._waiting_since, now - self._idle_since
+            self._idle_since = self._waiting_since = None
+            raise ConsumerStalled(f"fetched nothing for {idle:.0f} s although {lag} records have waited in the assigned "
+                                  f"partitions for {waited:.0f} s; starting over with a new Kafka client")
 
     def seek(self, offsets: dict[int, int]) -> None:
         """Read each partition again from the given next offset (after a Redis failure, from its checkpoint)."""
@@ -327,13 +374,14 @@ class GroupConsumer:
             _log_commit_failure(offsets, exc)
             return False
 
-    def lag(self) -> int | None:
-        """Records between our position and the end of every assigned partition; None when nothing is assigned."""
+    def lag(self, timeout_s: float | None = None) -> int | None:
+        """Records between our position and the end of every assigned partition; None when nothing is assigned.
+        *timeout_s*: how long the brokers have to answer (default: the client's request timeout, 30 s)."""
         partitions = [self._tp(p) for p in self.assignment()]
         if not partitions:
             return None
         try:
-            ends = self._consumer.end_offsets(partitions)
+            ends = self._consumer.end_offsets(partitions, None if timeout_s is None else int(timeout_s * 1000))
             return int(sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in partitions))
         except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc

@@ -35,7 +35,7 @@ from consumer.fold import (
     state_to_bytes,
     take_changes,
 )
-from consumer.kafka_io import ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
+from consumer.kafka_io import STALL_LIMIT_S, ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
 from consumer.store import APPLIED, CONFLICT, MOVED, RunWrite, Store
 from schemas import codec
 from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError, WriteRefused
@@ -164,9 +164,11 @@ class Consumer:
         max_cached_runs: int = 100_000,
         poll_records: int = 2000,
         stop_at: dict[int, int] | None = None,
+        stall_limit_s: float = STALL_LIMIT_S,
     ) -> None:
         """*group=False* reads every partition itself and writes a non-active generation (replay): then the store
-        must name its generation. *stop_at* (partition -> offset) folds only the records before those offsets."""
+        must name its generation. *stop_at* (partition -> offset) folds only the records before those offsets.
+        *stall_limit_s*: a Kafka client that fetches nothing this long while records wait is made anew."""
         self.settings = settings
         self.limits = limits or Limits.from_env()
         self.store = store or Store(settings)
@@ -175,6 +177,7 @@ class Consumer:
         self.group = group
         self.live = group  # a live consumer follows `<ns>:active`; a replay writes its own generation
         self.stop_at = stop_at
+        self.stall_limit_s = stall_limit_s
         self.poll_records = poll_records
         self.max_cached_runs = max_cached_runs
         self.report = ConsumeReport()
@@ -207,6 +210,7 @@ class Consumer:
                 on_revoked=self._on_revoked,
                 group=self.group,
                 max_record_bytes=self.limits.kafka_max_record_bytes,
+                stall_limit_s=self.stall_limit_s,
             )
         return self._kafka
 

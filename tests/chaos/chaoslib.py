@@ -123,6 +123,10 @@ class ChaosStack:
     def control(self, command: str) -> None:
         subprocess.run(["bash", str(STACK_SCRIPT), command], check=True, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL)
 
+    def kafka_pid(self) -> int:
+        """The private broker's process id (to stop and continue it with SIGSTOP / SIGCONT)."""
+        return int((STACK_DIR / "kafka" / "kafka.pid").read_text().strip())
+
     def ensure_running(self) -> None:
         self.control("start-redis")
         self.control("start-kafka")
