@@ -18,7 +18,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from schemas.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable, ConfigError
 from schemas.limits import Limits
 from schemas.settings import Settings
 
@@ -31,6 +31,7 @@ __all__ = [
     "event_topic_config",
     "first_offsets",
     "offsets_for_time",
+    "replication_plan",
     "topic_config",
     "topic_partitions",
 ]
@@ -72,6 +73,23 @@ def dead_letter_topic_config(limits: Limits) -> dict[str, str]:
     }
 
 
+def replication_plan(brokers: int, wanted: int | None = None) -> tuple[int, dict[str, str]]:
+    """The replication factor of a new topic on a cluster of *brokers* brokers, and the topic settings that go
+    with it. *wanted* (METRICFOLD_REPLICATION_FACTOR) wins; by default min(3, brokers). With 3 replicas or more a
+    write needs 2 of them in sync (acks=all), so one broker can be lost without losing an acknowledged record or
+    refusing writes; below that, 1. An out-of-sync replica never becomes leader (no unclean election)."""
+    if wanted is not None and wanted > brokers:
+        raise ConfigError(
+            f"replication factor {wanted} (METRICFOLD_REPLICATION_FACTOR) needs {wanted} Kafka brokers, but the cluster "
+            f"has {brokers}: set it to {brokers} or less, or unset it to follow the cluster"
+        )
+    factor = wanted if wanted is not None else max(1, min(3, brokers))
+    return factor, {
+        "min.insync.replicas": "2" if factor >= 3 else "1",
+        "unclean.leader.election.enable": "false",
+    }
+
+
 @contextmanager
 def _admin(settings: Settings) -> Iterator[KafkaAdminClient]:
     try:
@@ -87,20 +105,24 @@ def _admin(settings: Settings) -> Iterator[KafkaAdminClient]:
 
 
 def ensure_topics(settings: Settings, limits: Limits | None = None) -> list[str]:
-    """Create the event topic and its dead-letter topic if missing; return the names created."""
+    """Create the event topic and its dead-letter topic if missing; return the names created. Their replication
+    follows the cluster (replication_plan) unless settings.replication_factor says otherwise."""
     limits = limits or Limits.from_env()
-    wanted = [
-        NewTopic(settings.topic, settings.partitions, settings.replication_factor, topic_configs=event_topic_config(limits)),
-        NewTopic(
-            settings.dead_letter_topic,
-            min(settings.partitions, 3),
-            settings.replication_factor,
-            topic_configs=dead_letter_topic_config(limits),
-        ),
-    ]
     created: list[str] = []
     with _admin(settings) as admin:
         existing = set(admin.list_topics())
+        if {settings.topic, settings.dead_letter_topic} <= existing:
+            return created
+        factor, replication = replication_plan(len(admin.describe_cluster()["brokers"]), settings.replication_factor)
+        wanted = [
+            NewTopic(settings.topic, settings.partitions, factor, topic_configs={**event_topic_config(limits), **replication}),
+            NewTopic(
+                settings.dead_letter_topic,
+                min(settings.partitions, 3),
+                factor,
+                topic_configs={**dead_letter_topic_config(limits), **replication},
+            ),
+        ]
         for topic in wanted:
             if topic.name in existing:
                 continue
@@ -109,7 +131,7 @@ def ensure_topics(settings: Settings, limits: Limits | None = None) -> list[str]
             except TopicAlreadyExistsError:  # another process won the race
                 continue
             created.append(topic.name)
-            log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
+            log.info("created topic %s (%d partitions, replication factor %d)", topic.name, topic.num_partitions, factor)
         if created:
             admin.wait_for_topics(created, timeout_ms=30000)
     return created

@@ -6,7 +6,7 @@
     METRICFOLD_NAMESPACE   Redis key prefix                 default mf
     METRICFOLD_GROUP       consumer group id                default metricfold-<namespace>
     METRICFOLD_PARTITIONS  partitions of a new event topic  default 12
-    METRICFOLD_REPLICATION_FACTOR  of new topics            default 1 (use 3 on a real cluster)
+    METRICFOLD_REPLICATION_FACTOR  of new topics            default: follows the cluster, min(3, brokers)
     METRICFOLD_KAFKA_SECURITY_PROTOCOL, METRICFOLD_KAFKA_SASL_MECHANISM, METRICFOLD_KAFKA_SASL_USERNAME,
     METRICFOLD_KAFKA_SASL_PASSWORD, METRICFOLD_KAFKA_SSL_CAFILE   Kafka security (optional)
     METRICFOLD_REDIS_USERNAME, METRICFOLD_REDIS_PASSWORD          Redis ACL user (optional; or in the URL)
@@ -91,7 +91,8 @@ class Settings:
     namespace: str = "mf"
     group: str | None = None
     partitions: int = 12
-    replication_factor: int = 1
+    #: of new topics; None: min(3, the brokers in the cluster) (consumer.kafka_io.replication_plan)
+    replication_factor: int | None = None
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -121,6 +122,8 @@ class Settings:
         if bool(self.redis_client_cert) != bool(self.redis_client_key):
             raise ConfigError("METRICFOLD_REDIS_CLIENT_CERT and METRICFOLD_REDIS_CLIENT_KEY go together: set both or neither")
         for what in ("partitions", "replication_factor"):
+            if what == "replication_factor" and self.replication_factor is None:
+                continue
             if not isinstance(getattr(self, what), int) or getattr(self, what) < 1:
                 raise ConfigError(f"{what} must be a whole number >= 1, got {getattr(self, what)!r}")
         for what in ("topic", "namespace"):
@@ -160,7 +163,7 @@ class Settings:
             name = f"METRICFOLD_{field.name.upper()}"
             if env.get(name):
                 values[field.name] = env[name]
-                if field.type == "int":
+                if field.type in ("int", "int | None"):
                     try:
                         values[field.name] = int(env[name])
                     except ValueError:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local metricfold stack without Docker: Apache Kafka 4.3.1 (KRaft, one combined broker+controller node)
-# and Redis (Debian's redis-server, AOF everysec), both on 127.0.0.1.
+# The local metricfold stack without Docker: Apache Kafka 4.3.1 (KRaft, one combined broker+controller node, or
+# with METRICFOLD_KAFKA_NODES=3 a cluster of three) and Redis (Debian's redis-server, AOF everysec), on 127.0.0.1.
 #
 #   deploy/local/stack.sh up        start what is not running, wait until both answer   (idempotent)
 #   deploy/local/stack.sh down      stop what we started                                 (idempotent)
@@ -9,7 +9,9 @@
 #                                   stack, logged in as that Redis user (default consumer; `up` writes them to
 #                                   <stack dir>/env)
 #   deploy/local/stack.sh restart-redis | restart-kafka | stop-redis | stop-kafka | start-redis | start-kafka
-#   deploy/local/stack.sh kill-redis | kill-kafka      kill -9 (for fault tests)
+#   deploy/local/stack.sh kill-redis | kill-kafka      kill -9 (for fault tests; kill-kafka: every Kafka node)
+#   deploy/local/stack.sh start-kafka-node N | stop-kafka-node N | kill-kafka-node N | restart-kafka-node N
+#                                   one node of a Kafka cluster (N from 1; kill: kill -9), for fault tests
 #
 # Redis has three ACL users (deploy/redis/README.md): default (the administrator), metricfold-consumer and
 # metricfold-reader, written by `python -m consumer.acl` for METRICFOLD_NAMESPACE each time Redis starts. Their
@@ -20,7 +22,15 @@
 #   METRICFOLD_NAMESPACE  the key prefix the consumer and reader users may use (default: mf)
 #   METRICFOLD_STACK_DIR  data, logs, pid files and passwords (default: <repo>/.stack)
 #   METRICFOLD_CACHE_DIR  the Kafka jars from Maven Central (default: ~/.cache/metricfold), reused when present
-#   METRICFOLD_KAFKA_HEAP (512m)   METRICFOLD_PYTHON  the Python with kafka-python and redis (default: <repo>/.venv)
+#   METRICFOLD_KAFKA_HEAP (512m; 384m per node in a cluster)
+#   METRICFOLD_PYTHON  the Python with kafka-python and redis (default: <repo>/.venv)
+#   METRICFOLD_KAFKA_NODES (1)  Kafka nodes, 1 to 5, each a combined broker+controller (a controller quorum of all).
+#     Node N (from 1) listens on METRICFOLD_KAFKA_PORT + 2(N-1) and its controller on
+#     METRICFOLD_KAFKA_CONTROLLER_PORT + 2(N-1) (19092/19093, 19094/19095, 19096/19097); its data, config and pid
+#     file are in <stack dir>/kafka/nodeN, its logs in <stack dir>/logs/kafka-nodeN. The cluster's defaults for new
+#     topics: replication factor min(3, nodes), min.insync.replicas 2 from 3 nodes on (else 1), no unclean leader
+#     election. The stack directory remembers its node count (<stack dir>/kafka/nodes): later commands without
+#     the variable use it; METRICFOLD_KAFKA_NODES=1 goes back to one node (`down` first).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,7 +41,9 @@ CONTROLLER_PORT="${METRICFOLD_KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${METRICFOLD_REDIS_PORT:-16379}"
 STACK_DIR="${METRICFOLD_STACK_DIR:-$repo/.stack}"
 CACHE_DIR="${METRICFOLD_CACHE_DIR:-$HOME/.cache/metricfold}"
-KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-512m}"
+KAFKA_NODES="${METRICFOLD_KAFKA_NODES:-$(cat "$STACK_DIR/kafka/nodes" 2>/dev/null || echo 1)}"
+[[ "$KAFKA_NODES" =~ ^[1-5]$ ]] || { printf '[stack] error: METRICFOLD_KAFKA_NODES=%s: say how many Kafka nodes, 1 to 5\n' "$KAFKA_NODES" >&2; exit 1; }
+if (( KAFKA_NODES == 1 )); then KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-512m}"; else KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-384m}"; fi
 PYTHON="${METRICFOLD_PYTHON:-$repo/.venv/bin/python}"
 JARS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 KAFKA_DIR="$STACK_DIR/kafka"
@@ -49,6 +61,20 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 for port in "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT"; do
   [[ "$port" =~ ^[0-9]+$ ]] && (( port > 0 && port < 65536 )) || die "port '$port' is not a number from 1 to 65535"
 done
+# Kafka node N (from 1): broker port KAFKA_PORT + 2(N-1), controller port CONTROLLER_PORT + 2(N-1)
+node_port() { echo $(( KAFKA_PORT + 2 * ($1 - 1) )); }
+node_controller_port() { echo $(( CONTROLLER_PORT + 2 * ($1 - 1) )); }
+if (( KAFKA_NODES > 1 )); then
+  (( $(node_port "$KAFKA_NODES") < 65536 && $(node_controller_port "$KAFKA_NODES") < 65536 )) \
+    || die "the ports of $KAFKA_NODES Kafka nodes from $KAFKA_PORT/$CONTROLLER_PORT go past 65535; choose lower ones"
+  taken=" $REDIS_PORT "
+  for n in $(seq 1 "$KAFKA_NODES"); do
+    for port in "$(node_port "$n")" "$(node_controller_port "$n")"; do
+      [[ "$taken" != *" $port "* ]] || die "port $port is wanted twice by $KAFKA_NODES Kafka nodes (broker ports are METRICFOLD_KAFKA_PORT + 0, 2, 4, ..., controller ports METRICFOLD_KAFKA_CONTROLLER_PORT + 0, 2, 4, ...; Redis METRICFOLD_REDIS_PORT): choose ports further apart"
+      taken+="$port "
+    done
+  done
+fi
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -73,54 +99,127 @@ fetch_kafka() {
 
 kafka_java() { java -Xms128m -Xmx"$KAFKA_HEAP" -cp "$JARS/*" "$@"; }
 
-write_kafka_config() {
-  mkdir -p "$KAFKA_DIR/data" "$LOG_DIR"
-  cat > "$KAFKA_DIR/server.properties" <<EOF
-# Written by deploy/local/stack.sh: one KRaft node, broker and controller, loopback only.
+# Where node $1 keeps its config, data and pid file, and its logs: one node as ever (kafka/, logs/), a cluster's
+# nodes each in their own directories (kafka/nodeN, logs/kafka-nodeN)
+node_dir() { if (( KAFKA_NODES == 1 )); then echo "$KAFKA_DIR"; else echo "$KAFKA_DIR/node$1"; fi; }
+node_log_dir() { if (( KAFKA_NODES == 1 )); then echo "$LOG_DIR"; else echo "$LOG_DIR/kafka-node$1"; fi; }
+node_name() { if (( KAFKA_NODES == 1 )); then echo "Kafka"; else echo "Kafka node $1"; fi; }
+kafka_bootstrap() {  # every node's broker address, comma-separated (METRICFOLD_KAFKA)
+  local n out=""
+  for n in $(seq 1 "$KAFKA_NODES"); do out+="${out:+,}127.0.0.1:$(node_port "$n")"; done
+  echo "$out"
+}
+# Every Kafka pid file of this stack directory, whatever the node count it was started with
+all_kafka_pidfiles() { local f; for f in "$KAFKA_DIR/kafka.pid" "$KAFKA_DIR"/node*/kafka.pid; do [[ -f "$f" ]] && echo "$f"; done; return 0; }
+
+write_kafka_config() {  # $1: the node number
+  local n="$1" dir voters="" i rf isr
+  dir="$(node_dir "$n")"
+  mkdir -p "$dir/data" "$(node_log_dir "$n")"
+  for i in $(seq 1 "$KAFKA_NODES"); do voters+="${voters:+,}$i@127.0.0.1:$(node_controller_port "$i")"; done
+  rf=$(( KAFKA_NODES < 3 ? KAFKA_NODES : 3 ))  # of the internal topics and, by default, of new topics
+  isr=$(( rf >= 3 ? 2 : 1 ))
+  {
+    if (( KAFKA_NODES == 1 )); then
+      echo "# Written by deploy/local/stack.sh: one KRaft node, broker and controller, loopback only."
+    else
+      echo "# Written by deploy/local/stack.sh: KRaft node $n of $KAFKA_NODES, broker and controller (a quorum of all $KAFKA_NODES), loopback only."
+    fi
+    cat <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$n"),CONTROLLER://127.0.0.1:$(node_controller_port "$n")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$n")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$KAFKA_DIR/data
+log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 message.max.bytes=$MAX_RECORD_BYTES
 replica.fetch.max.bytes=$MAX_RECORD_BYTES
 num.network.threads=2
 num.io.threads=4
 EOF
+    if (( KAFKA_NODES > 1 )); then
+      cat <<EOF
+default.replication.factor=$rf
+min.insync.replicas=$isr
+unclean.leader.election.enable=false
+EOF
+    fi
+  } > "$dir/server.properties"
+}
+
+start_kafka_node() {  # $1: the node number
+  local n="$1" dir logs name cluster_id
+  dir="$(node_dir "$n")"; logs="$(node_log_dir "$n")"; name="$(node_name "$n")"
+  if pid_alive "$dir/kafka.pid"; then say "$name already running (pid $(cat "$dir/kafka.pid")) on 127.0.0.1:$(node_port "$n")"; return 0; fi
+  check_port_free "$(node_port "$n")" "$name" KAFKA_PORT
+  check_port_free "$(node_controller_port "$n")" "the controller of $name" KAFKA_CONTROLLER_PORT
+  fetch_kafka
+  write_kafka_config "$n"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    if (( KAFKA_NODES == 1 )); then
+      cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    else  # the nodes of a cluster share one cluster id, made once
+      [[ -s "$KAFKA_DIR/cluster.id" ]] || kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 > "$KAFKA_DIR/cluster.id"
+      cluster_id="$(cat "$KAFKA_DIR/cluster.id")"
+    fi
+    say "formatting Kafka storage in $dir/data (cluster id $cluster_id)"
+    kafka_java -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$logs/kafka-format.log" 2>&1 \
+      || { tail -n 20 "$logs/kafka-format.log" >&2; die "could not format Kafka storage"; }
+  fi
+  say "starting $name ($KAFKA_VERSION) on 127.0.0.1:$(node_port "$n") (logs: $logs/server.log)"
+  nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
+    -cp "$JARS/*" kafka.Kafka "$dir/server.properties" >"$logs/kafka.out" 2>&1 </dev/null &
+  echo $! > "$dir/kafka.pid"
 }
 
 start_kafka() {
-  if pid_alive "$KAFKA_DIR/kafka.pid"; then say "Kafka already running (pid $(cat "$KAFKA_DIR/kafka.pid")) on 127.0.0.1:$KAFKA_PORT"; return 0; fi
-  check_port_free "$KAFKA_PORT" "Kafka" KAFKA_PORT
-  check_port_free "$CONTROLLER_PORT" "the Kafka controller" KAFKA_CONTROLLER_PORT
-  fetch_kafka
-  write_kafka_config
-  if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
-    local cluster_id
-    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-    say "formatting Kafka storage in $KAFKA_DIR/data (cluster id $cluster_id)"
-    kafka_java -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$LOG_DIR" \
-      kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" >"$LOG_DIR/kafka-format.log" 2>&1 \
-      || { tail -n 20 "$LOG_DIR/kafka-format.log" >&2; die "could not format Kafka storage"; }
-  fi
-  say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (logs: $LOG_DIR/server.log)"
-  nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$LOG_DIR" \
-    -cp "$JARS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >"$LOG_DIR/kafka.out" 2>&1 </dev/null &
-  echo $! > "$KAFKA_DIR/kafka.pid"
+  local f n
+  # a Kafka of this stack directory started with another node count holds the ports: say so rather than clash
+  while read -r f; do
+    [[ -n "$f" ]] && pid_alive "$f" || continue
+    [[ "$f" == "$(node_dir 1)/kafka.pid" || ( "$KAFKA_NODES" != 1 && "$f" == "$KAFKA_DIR"/node*/kafka.pid ) ]] && continue
+    die "a Kafka with another node count runs from $STACK_DIR ($f); stop it first: bash $here/stack.sh down"
+  done < <(all_kafka_pidfiles)
+  mkdir -p "$KAFKA_DIR"
+  echo "$KAFKA_NODES" > "$KAFKA_DIR/nodes"
+  for n in $(seq 1 "$KAFKA_NODES"); do start_kafka_node "$n"; done
+}
+
+node_arg() {  # $1: the node number given on the command line
+  [[ "${1:-}" =~ ^[1-9]$ ]] && (( $1 <= KAFKA_NODES )) \
+    || die "say which Kafka node, 1 to $KAFKA_NODES (METRICFOLD_KAFKA_NODES=$KAFKA_NODES), e.g. kill-kafka-node 2"
+  echo "$1"
+}
+
+# Stop every Kafka node of this stack directory (whatever node count it was started with): the signal goes to
+# all first (a node that stops alone after the others left waits for a controller quorum that is gone), then
+# each is waited for, and killed after 30 s.
+stop_kafka() {  # $1 signal
+  local f n name pid files=()
+  while read -r f; do [[ -n "$f" ]] && files+=("$f"); done < <(all_kafka_pidfiles)
+  for f in ${files[@]+"${files[@]}"}; do pid_alive "$f" && { kill "-$1" "$(cat "$f")" 2>/dev/null || true; }; done
+  for f in ${files[@]+"${files[@]}"}; do
+    if [[ "$f" == "$KAFKA_DIR/kafka.pid" ]]; then name=Kafka; else n="${f%/kafka.pid}"; name="Kafka node ${n##*/node}"; fi
+    pid="$(cat "$f")"
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then say "$name did not stop in 30 s; killing it"; kill -9 "$pid" 2>/dev/null || true; sleep 0.5; fi
+    rm -f "$f"
+    say "$name stopped"
+  done
 }
 
 stop_pidfile() {  # $1 pidfile, $2 name, $3 signal
@@ -190,9 +289,17 @@ wait_ready() {
   [[ -x "$PYTHON" ]] || die "no Python at $PYTHON to check the stack (run 'make venv' or set METRICFOLD_PYTHON)"
   local auth=()
   [[ -f "$SECRETS_DIR/redis-default.password" ]] && auth=(--redis-password-file "$SECRETS_DIR/redis-default.password")
-  "$PYTHON" "$here/wait_ready.py" --kafka "127.0.0.1:$KAFKA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT/0" ${auth[@]+"${auth[@]}"} "$@" \
-    || { echo "--- tail of $LOG_DIR/server.log" >&2; tail -n 30 "$LOG_DIR/server.log" >&2 2>/dev/null || true;
-         echo "--- tail of $LOG_DIR/kafka.out" >&2; tail -n 10 "$LOG_DIR/kafka.out" >&2 2>/dev/null || true;
+  # Kafka is ready when as many brokers as there are running nodes are in the cluster's metadata (asked of every
+  # node, or with WAIT_BOOTSTRAP of that one: a node just started answers only once it is up)
+  local n brokers=0
+  for n in $(seq 1 "$KAFKA_NODES"); do pid_alive "$(node_dir "$n")/kafka.pid" && brokers=$(( brokers + 1 )); done
+  (( brokers > 0 )) || brokers=1
+  "$PYTHON" "$here/wait_ready.py" --kafka "${WAIT_BOOTSTRAP:-$(kafka_bootstrap)}" --brokers "$brokers" --timeout $(( 60 + 30 * KAFKA_NODES )) \
+    --redis "redis://127.0.0.1:$REDIS_PORT/0" ${auth[@]+"${auth[@]}"} "$@" \
+    || { for n in $(seq 1 "$KAFKA_NODES"); do
+           echo "--- tail of $(node_log_dir "$n")/server.log" >&2; tail -n 30 "$(node_log_dir "$n")/server.log" >&2 2>/dev/null || true;
+           echo "--- tail of $(node_log_dir "$n")/kafka.out" >&2; tail -n 10 "$(node_log_dir "$n")/kafka.out" >&2 2>/dev/null || true;
+         done
          echo "--- tail of $LOG_DIR/redis.log" >&2; tail -n 10 "$LOG_DIR/redis.log" >&2 2>/dev/null || true;
          die "the stack did not come up"; }
 }
@@ -206,7 +313,7 @@ print_env() {  # $1: the Redis user, consumer (default), reader or admin; the pa
     *) die "unknown Redis user '$1' (try: consumer, reader, admin)" ;;
   esac
   cat <<EOF
-export METRICFOLD_KAFKA=127.0.0.1:$KAFKA_PORT
+export METRICFOLD_KAFKA=$(kafka_bootstrap)
 export METRICFOLD_REDIS=redis://127.0.0.1:$REDIS_PORT/0
 EOF
   if acl_loaded; then
@@ -224,7 +331,13 @@ EOF
 
 status() {
   local ok=0
-  if pid_alive "$KAFKA_DIR/kafka.pid"; then say "Kafka: running, pid $(cat "$KAFKA_DIR/kafka.pid"), 127.0.0.1:$KAFKA_PORT"; else say "Kafka: stopped"; ok=1; fi
+  local n dir
+  for n in $(seq 1 "$KAFKA_NODES"); do
+    dir="$(node_dir "$n")"
+    if pid_alive "$dir/kafka.pid"; then
+      say "$(node_name "$n"): running, pid $(cat "$dir/kafka.pid"), 127.0.0.1:$(node_port "$n")$( (( KAFKA_NODES > 1 )) && echo " (controller 127.0.0.1:$(node_controller_port "$n"))")"
+    else say "$(node_name "$n"): stopped"; ok=1; fi
+  done
   if pid_alive "$REDIS_DIR/redis.pid"; then say "Redis: running, pid $(cat "$REDIS_DIR/redis.pid"), 127.0.0.1:$REDIS_PORT"; else say "Redis: stopped"; ok=1; fi
   say "data and logs: $STACK_DIR"
   return $ok
@@ -233,18 +346,23 @@ status() {
 cmd="${1:-}"
 case "$cmd" in
   up) mkdir -p "$STACK_DIR"; start_redis; start_kafka; wait_ready; print_env > "$STACK_DIR/env"; say "up; clients: source $STACK_DIR/env" ;;
-  down) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
+  down) stop_kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
   status) status ;;
   env) print_env "${2:-consumer}" ;;
   start-kafka) start_kafka; wait_ready --only kafka ;;
   start-redis) start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
-  stop-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM ;;
+  stop-kafka) stop_kafka TERM ;;
   stop-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
-  kill-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka KILL ;;
+  kill-kafka) stop_kafka KILL ;;
   kill-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis KILL ;;
-  restart-kafka) stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka TERM; start_kafka; wait_ready --only kafka ;;
+  restart-kafka) stop_kafka TERM; start_kafka; wait_ready --only kafka ;;
+  start-kafka-node) n="$(node_arg "${2:-}")"; start_kafka_node "$n"; WAIT_BOOTSTRAP="127.0.0.1:$(node_port "$n")" wait_ready --only kafka ;;
+  stop-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" TERM ;;
+  kill-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" KILL ;;
+  restart-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" TERM
+    start_kafka_node "$n"; WAIT_BOOTSTRAP="127.0.0.1:$(node_port "$n")" wait_ready --only kafka ;;
   restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
   fetch) fetch_kafka ;;
-  -h|--help|help|"") sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help|"") sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try: up, down, status, env, --help)" ;;
 esac

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 
-def kafka_ready(bootstrap: str) -> str | None:
+def kafka_ready(bootstrap: str, brokers: int = 1) -> str | None:
+    """None when the cluster's metadata lists at least *brokers* brokers, else what is missing."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -23,7 +24,8 @@ def kafka_ready(bootstrap: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
     try:
         cluster = admin.describe_cluster()
-        return None if cluster.get("brokers") else "no broker in the metadata yet"
+        found = sum(1 for broker in cluster.get("brokers") or [] if not broker.get("is_fenced"))  # fenced: not up yet
+        return None if found >= brokers else f"{found} of {brokers} broker(s) up in the metadata yet"
     except (KafkaError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     finally:
@@ -50,14 +52,16 @@ def redis_ready(url: str, password_file: str | None = None) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--kafka", required=True, help="bootstrap host:port")
+    parser.add_argument("--kafka", required=True, help="bootstrap host:port[,host:port...]")
+    parser.add_argument("--brokers", type=int, default=1, help="Kafka is ready when this many brokers are listed (default 1)")
     parser.add_argument("--redis", required=True, help="redis:// URL")
     parser.add_argument("--redis-password-file", metavar="FILE", help="the default user's password (first line)")
     parser.add_argument("--only", choices=["kafka", "redis"], help="check one service only")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (default 90)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # kafka-python logs every refused connection otherwise
-    checks = {"kafka": lambda: kafka_ready(args.kafka), "redis": lambda: redis_ready(args.redis, args.redis_password_file)}
+    checks = {"kafka": lambda: kafka_ready(args.kafka, args.brokers),
+              "redis": lambda: redis_ready(args.redis, args.redis_password_file)}
     pending = [args.only] if args.only else ["redis", "kafka"]
     deadline = time.monotonic() + args.timeout
     last: dict[str, str] = {}
