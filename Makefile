@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status demo test chaos report browser lint bench clean-stack
+.PHONY: help venv up down status demo test chaos report browser prometheus lint bench clean-stack
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -36,7 +36,10 @@ demo: up ## the main job: simulated trainers -> Kafka -> consumer -> Redis, then
 browser: ## Debian's chromium for the browser test (installed with apt-get when missing and root)
 	bash deploy/local/browser.sh
 
-test: up browser ## run the whole test suite against the real broker and server (chaos scenarios in their short form)
+prometheus: ## Debian's prometheus for the metrics test (installed with apt-get when missing and root; else that test skips)
+	bash deploy/local/prometheus.sh || echo "[prometheus] not installed: tests/test_metrics.py's scrape test will be skipped"
+
+test: up browser prometheus ## run the whole test suite against the real broker and server (chaos scenarios in their short form)
 	$(VENV)/bin/pytest -q
 
 chaos: up ## the chaos scenarios in full (tests/chaos), on a private stack of their own

@@ -20,6 +20,7 @@ from schemas.settings import Settings
 from schemas.text import printable
 
 if TYPE_CHECKING:
+    from consumer.metrics import ConsumerMetrics, MetricsServer
     from consumer.runner import ConsumeReport
 
 __all__ = ["main"]
@@ -36,6 +37,20 @@ def _positive_seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds greater than 0")
     return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
+    return int(text)
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -83,14 +98,34 @@ def _open_timings(path: Path) -> TextIO:
         raise ConfigError(f"--timings: cannot open {path} for appending: {exc.strerror or exc}") from exc
 
 
+def _start_metrics(args: argparse.Namespace, settings: Settings) -> tuple[ConsumerMetrics, MetricsServer]:
+    """`consume --metrics-port`: the metrics and health endpoints, listening before the consumer starts (so that
+    /healthz and /readyz answer during its start)."""
+    from consumer.metrics import ConsumerMetrics, MetricsServer
+
+    metrics = ConsumerMetrics(settings.topic, ready_max_lag=args.ready_max_lag)
+    server = MetricsServer(metrics, args.metrics_host, args.metrics_port).start()
+    print(f"metrics at {server.url}/metrics, health at {server.url}/healthz and {server.url}/readyz",
+          file=sys.stderr, flush=True)
+    return metrics, server
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from consumer.kafka_io import ensure_topics
     from consumer.runner import BatchTiming, Consumer
 
     settings = _settings(args)
     timings = _open_timings(args.timings) if args.timings else None
-    ensure_topics(settings)
-    consumer = Consumer(settings, stall_limit_s=args.stall_timeout)
+    watch = _start_metrics(args, settings) if args.metrics_port is not None else None
+    try:
+        ensure_topics(settings)
+        consumer = Consumer(settings, stall_limit_s=args.stall_timeout)
+    except BaseException:
+        if watch is not None:
+            watch[1].close()
+        raise
+    if watch is not None:
+        consumer.metrics = watch[0]
     if timings is not None:
         sink = timings
 
@@ -130,6 +165,8 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         consumer.close()
         if timings is not None:
             timings.close()
+        if watch is not None:
+            watch[1].close()
     rate = report.events_applied / report.seconds if report.seconds else 0.0
     print(
         f"done: {report.records} records, {report.events_applied} events applied ({rate:,.0f}/s), "
@@ -315,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="append one JSON line per batch to FILE: records, runs written, poll / fold / Redis ms, and the age of "
         "its oldest and newest record (from their Kafka timestamps) when polled",
     )
+    watch = consume.add_argument_group("metrics and health (see the README, 'Watching the consumer')")
+    watch.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz on this port "
+        "(0: any free one, printed at the start); off by default",
+    )
+    watch.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                       help="address the metrics port listens on (127.0.0.1; 0.0.0.0 for every interface)")
+    watch.add_argument(
+        "--ready-max-lag",
+        type=_non_negative_int,
+        default=10_000,
+        metavar="RECORDS",
+        help="/readyz answers 200 once partitions are assigned and at most this many records wait in them (10000)",
+    )
     consume.set_defaults(func=_cmd_consume)
 
     sync = commands.add_parser(
@@ -383,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="the web page (runs table with pinned summary columns, run pages, live updates) and the JSON API",
         description="Serve the runs page, the run page and the read-only JSON API (/api/openapi.json) from Redis, with "
-        "live updates pushed from the consumer's pub/sub notices. Binds 127.0.0.1 by default. Redis credentials and TLS "
+        "live updates pushed from the consumer's pub/sub notices, and request metrics at /metrics (Prometheus). "
+        "Binds 127.0.0.1 by default. Redis credentials and TLS "
         "come from METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD[_FILE] / METRICFOLD_REDIS_CA_CERT (use the "
         "read-only ACL user metricfold-reader, see deploy/redis/README.md). With --token-file or "
         "METRICFOLD_SERVE_TOKEN every request needs 'Authorization: Bearer <token>' (a browser opens a page once "

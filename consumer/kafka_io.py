@@ -408,6 +408,21 @@ class GroupConsumer:
         except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
 
+    def partition_lag(self, timeout_s: float | None = None) -> dict[int, int]:
+        """Per assigned partition, the records between our position and its end offset (the metrics' lag gauge);
+        empty when nothing is assigned. *timeout_s*: how long the brokers have to answer."""
+        partitions = [self._tp(p) for p in self.assignment()]
+        if not partitions:
+            return {}
+        try:
+            timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
+            ends = self._consumer.end_offsets(partitions, timeout_ms)
+            positions = {tp: self._consumer.position(tp, timeout_ms) for tp in partitions}
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
+        # a partition whose position is not known yet (being reset) has no lag to show
+        return {tp.partition: max(0, ends[tp] - position) for tp, position in positions.items() if position is not None}
+
     def reached(self, stop_at: dict[int, int]) -> bool:
         """True when every assigned partition's position is at or past its stop offset."""
         try:

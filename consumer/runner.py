@@ -24,7 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.coalesce import merge_log_records
 from consumer.fold import (
@@ -41,6 +41,9 @@ from schemas import codec
 from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError, WriteRefused
 from schemas.limits import Limits, check_run_part
 from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from consumer.metrics import ConsumerMetrics
 
 __all__ = ["BatchTiming", "ConsumeReport", "Consumer", "run_path_of"]
 
@@ -199,6 +202,8 @@ class Consumer:
         self._dead_sent: set[tuple[int, int, str | None, str | None]] = set()
         #: called with each batch's BatchTiming (`metricfold consume --timings`); None: not measured
         self.on_timing: Callable[[BatchTiming], None] | None = None
+        #: Prometheus metrics and health (`metricfold consume --metrics-port`); None: not kept
+        self.metrics: ConsumerMetrics | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _connect(self) -> GroupConsumer:
@@ -212,6 +217,8 @@ class Consumer:
                 max_record_bytes=self.limits.kafka_max_record_bytes,
                 stall_limit_s=self.stall_limit_s,
             )
+            if self.metrics is not None:
+                self.metrics.kafka_client_made()
         return self._kafka
 
     def close(self) -> None:
@@ -239,11 +246,15 @@ class Consumer:
         checkpoints = self.store.checkpoints(self.settings.topic)
         resume = self.store.resume_points(self.settings.topic, checkpoints)
         self._known.update({p: checkpoints[p] for p in partitions if p in checkpoints})
+        if self.metrics is not None:
+            self.metrics.rebalanced("assigned", partitions)
         return {p: resume[p] for p in partitions if p in resume}
 
     def _on_revoked(self, partitions: list[int]) -> None:
         """Forget the runs of partitions another member takes over (their lag set in Redis says where it starts)."""
         gone = set(partitions)
+        if self.metrics is not None:
+            self.metrics.rebalanced("revoked", partitions)
         for partition in gone:
             self._known.pop(partition, None)
         for path in [p for p, part in self._partition_of.items() if part in gone]:
@@ -262,6 +273,8 @@ class Consumer:
         last_progress = time.monotonic()
         backoff = 0.5
         while not self.stopping:
+            if self.metrics is not None:
+                self.metrics.tick(self.report, self._kafka)
             try:
                 kafka = self._connect()
                 poll_began = time.monotonic()
@@ -307,6 +320,8 @@ class Consumer:
                 backoff = min(backoff * 2, 10.0)
             except BrokerUnavailable as exc:
                 log.warning("Kafka is unavailable (%s); resuming from the Redis checkpoint in %.1f s", exc, backoff)
+                if self.metrics is not None:
+                    self.metrics.kafka_error()
                 if isinstance(exc, ConsumerStalled):
                     self._drop_kafka()
                 self._reset(backoff)
@@ -317,6 +332,8 @@ class Consumer:
             except (StoreUnavailable, GenerationMoved, _BadRecords) as exc:
                 log.warning("could not store the last fold states (%s); the next consumer reads back for them", exc)
         self.report.seconds = time.monotonic() - started
+        if self.metrics is not None:
+            self.metrics.tick(self.report, self._kafka)
         return self.report
 
     def _isolate(self, exc: _BadRecords) -> None:
@@ -437,8 +454,12 @@ class Consumer:
         if self._dead_sent:
             self._dead_sent = {k for k in self._dead_sent if k[1] >= next_offsets.get(k[0], -1)}
         self.report.undecodable += sum(undecodable.values())
-        if self.on_timing is not None:
-            self.on_timing(_timing(records, runs, poll_s, folded - began, time.monotonic() - folded, polled_ms))
+        if self.on_timing is not None or self.metrics is not None:
+            timing = _timing(records, runs, poll_s, folded - began, time.monotonic() - folded, polled_ms)
+            if self.on_timing is not None:
+                self.on_timing(timing)
+            if self.metrics is not None:
+                self.metrics.batch(timing)
         self._kafka.commit(next_offsets)
         self._evict()
 
@@ -533,7 +554,10 @@ class Consumer:
     def _stored(self, writes: list[RunWrite], results: list[int]) -> None:
         """Note what Redis now holds: the states of the writes that were not conflicts (stored, or Redis kept a
         newer one), and the lag set entries of the views written without a state."""
+        written = 0
         for write, result in zip(writes, results, strict=True):
+            if result != CONFLICT:
+                written += len(write.state)
             cached = self._cache.get(write.run_path)
             if cached is None or result == CONFLICT:
                 continue
@@ -547,6 +571,8 @@ class Consumer:
             if cached.folded == write.state_at:
                 cached.dirty_since = None
                 self._dirty.pop(write.run_path, None)
+        if written and self.metrics is not None:
+            self.metrics.state_written(written)
 
     def _forget(self, path: str) -> None:
         self._cache.pop(path, None)
@@ -631,7 +657,7 @@ class Consumer:
                     if partition not in cached.stored and partition not in cached.first_unstored:
                         cached.first_unstored[partition] = record.offset
                     if applied is None or record.offset > applied:  # else it went with an earlier write
-                        self._dead_letter(dead, record, poisoned)
+                        self._dead_letter(dead, record, poisoned, kind="poisoned")
                         rejected += 1
                         last_offset = record.offset
                     continue
@@ -733,13 +759,15 @@ class Consumer:
         return refused
 
     def _dead_letter(self, dead: DeadLetterProducer, record: Record, reason: str,
-                     extra: dict[str, str] | None = None) -> None:
+                     extra: dict[str, str] | None = None, *, kind: str = "refused") -> None:
         """Send a refused record (or one event of it) to the dead letters, unless this process sent it already
-        for a batch that then failed and is being read again."""
+        for a batch that then failed and is being read again. *kind*: the metrics' reason (refused, poisoned)."""
         key = (record.partition, record.offset, (extra or {}).get("item.index"), (extra or {}).get("seq"))
         if key not in self._dead_sent:
             self._dead_sent.add(key)
             dead.send(record, reason, extra)
+            if self.metrics is not None:
+                self.metrics.dead_letter(kind)
 
     def _mark_dirty(self, path: str, cached: _Cached, now: float) -> None:
         if cached.dirty_since is None:

@@ -5,6 +5,7 @@
     GET /projects/{entity}/{project}/table           the same table alone (fetched again by the page on changes)
     GET /runs/{entity}/{project}/{run_id}            one run (HTML);  .../live: its live part alone
     GET /api/...                                     the JSON API (see consumer/web/openapi.py, /api/openapi.json)
+    GET /metrics                                     request metrics, Prometheus text format (needs the token too)
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from consumer.metrics import CONTENT_TYPE, ServeMetrics
 from consumer.store import ChangeFeed, Store
 from consumer.web import pages
 from consumer.web.assets import APP_CSS, APP_JS
 from consumer.web.data import json_safe, project_list, run_document, runs_table
+from consumer.web.instrument import RequestMetrics
 from consumer.web.openapi import openapi
 from consumer.web.params import BadRequest, parse_project, parse_run, parse_table_query, parse_tensor_path
 from consumer.web.security import Guard
@@ -93,6 +96,11 @@ def api_tensor(request: Request) -> Response:
 
 def api_openapi(request: Request) -> Response:
     return _json(openapi())
+
+
+def metrics(request: Request) -> Response:
+    served: ServeMetrics = request.app.state.metrics
+    return Response(served.render(), media_type=CONTENT_TYPE)
 
 
 # ---------------------------------------------------------------- pages
@@ -176,11 +184,14 @@ ROUTES = [
     Route("/api/projects/{entity}/{project}/changes", changes),
     Route("/api/runs/{entity}/{project}/{run_id}", api_run),
     Route("/api/runs/{entity}/{project}/{run_id}/tensor", api_tensor),
+    Route("/metrics", metrics),
 ]
 
 
 def create_app(settings: Settings, *, token: str | None = None) -> Starlette:
-    """The read-only web app over *settings*' Redis namespace; with *token*, every request needs it."""
+    """The read-only web app over *settings*' Redis namespace; with *token*, every request needs it (/metrics
+    included: Prometheus sends it with `authorization: {credentials_file: ...}` in its scrape config)."""
+    served = ServeMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -192,9 +203,9 @@ def create_app(settings: Settings, *, token: str | None = None) -> Starlette:
             app.state.store.close()
             await app.state.feed.aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(Guard, token=token)],
+        middleware=[Middleware(RequestMetrics, metrics=served, routes=ROUTES), Middleware(Guard, token=token)],
         exception_handlers={
             BadRequest: _bad_request,
             RunNotFound: _not_found,
@@ -203,3 +214,5 @@ def create_app(settings: Settings, *, token: str | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.state.metrics = served
+    return app
