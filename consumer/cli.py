@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -464,14 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if not args.verbose:
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
+        args = build_parser().parse_args(argv)  # inside: --help into a closed pipe raises BrokenPipeError too
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if not args.verbose:
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)
         code: int = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
         return code
     except MetricfoldError as exc:
         # one line at a time: a message may quote a key or path holding control characters (schemas.text)
@@ -479,6 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`metricfold runs ... | head`): no traceback, and none at exit when Python flushes
+        # stdout again; 141 is what a shell reports for a program ended by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from consumer.digest import digest_generation
 from consumer.store import Store
 from schemas.settings import Settings
 
-from support import consume_all, metricfold_cli
+from support import cli_env, consume_all, metricfold_cli
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +120,22 @@ def test_sync_publishes_an_offline_spool_once_even_when_run_twice(settings: Sett
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     with Store(settings) as store:
         assert store.read_run("team/vision/off")["meta"]["events"] == "12"
+
+
+@pytest.mark.parametrize("command", [["runs", "cli/p", "--json"], ["summary", "cli/p/r1"]])
+def test_output_into_a_closed_pipe_ends_quietly_with_the_sigpipe_exit_code(settings: Settings, command: list[str]) -> None:
+    run = mf.init(entity="cli", project="p", run_id="r1", settings=settings)
+    run.log({"loss": 0.5})
+    run.finish()
+    consume_all(settings)
+    # `metricfold ... | head`: the reader is gone before the command writes (closed before it even started)
+    connection = ["--kafka", settings.kafka, "--redis", settings.redis, "--namespace", settings.namespace]
+    with subprocess.Popen([sys.executable, "-m", "consumer.cli", *command, *connection], cwd=REPO,
+                          env=cli_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        errors = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+
+    assert errors == ""
+    assert code == 141
