@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
@@ -137,9 +138,21 @@ class RunWrite:
     state_at: dict[int, int] = dataclasses.field(default_factory=dict)  # with a state: partition -> last offset in it
 
 
+#: redis-py's options that turn CLIENT SETINFO off: driver_info=None where redis-py has it (lib_name is deprecated
+#: there), lib_name / lib_version=None before
+_NO_SETINFO: dict[str, None] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
 def _client_options(settings: Settings) -> dict[str, Any]:
-    """Credentials and TLS from Settings (never from code); the TLS options only for rediss:// URLs."""
-    options: dict[str, Any] = {"username": settings.redis_username, "password": settings.redis_password}
+    """Credentials and TLS from Settings (never from code); the TLS options only for rediss:// URLs. No CLIENT SETINFO
+    on connect (redis-py sends it by default to Redis 7.2+): our ACL users may not run it, and each refusal would be an
+    entry in the server's ACL LOG, burying the refusals an operator looks there for."""
+    options: dict[str, Any] = {"username": settings.redis_username, "password": settings.redis_password,
+                               **_NO_SETINFO}
     if settings.redis.startswith("rediss://"):
         if settings.redis_ca_cert:
             options["ssl_ca_certs"] = settings.redis_ca_cert

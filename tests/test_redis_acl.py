@@ -216,6 +216,23 @@ def test_the_stacks_default_user_needs_its_password(stack: Any, redis_client: re
         assert dryrun(redis_client, user, "GET", f"{namespace}:active") == "OK"
 
 
+def test_our_clients_send_no_client_setinfo_that_the_acl_would_refuse_and_log(settings: Settings) -> None:
+    """redis-py introduces itself with CLIENT SETINFO on every new connection unless told not to; our ACL users may
+    not run it (Redis 7.2+ refuses it and writes each refusal to ACL LOG; the Redis 7.0 here refuses it as unknown,
+    before MONITOR could show it, so the connections' own settings are checked)."""
+    with consumer.store.redis_client(settings) as client:
+        connection = client.connection_pool.make_connection()
+    feed = consumer.store.ChangeFeed(settings)
+    feed_connection = feed.client.connection_pool.make_connection()
+    asyncio.run(feed.aclose())
+
+    for made in (connection, feed_connection):
+        if hasattr(made, "driver_info"):
+            assert made.driver_info is None
+        else:
+            assert (made.lib_name, made.lib_version) == (None, None)
+
+
 def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
     namespace_users: dict[str, Settings], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
