@@ -15,7 +15,7 @@ import re
 import uuid
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import numpy as np
@@ -144,6 +144,18 @@ def test_pages_show_user_text_escaped_and_direction_isolated(spoof: Settings) ->
     assert "<th><bdi>\\x1b[31mred</bdi></th>" in run_page and "<bdi>a\\x0d\\x0afake row\\x00\\u2066x</bdi>" in run_page
     assert "<th><bdi>\\u202ekey</bdi></th>" in run_page  # the config's key
     assert "<bdi>\\x1b]0;pwned\\x07name</bdi></a>" in project_page and "sorted by <bdi>\\u202eevil</bdi>" in project_page
+
+
+@pytest.mark.integration
+def test_api_error_messages_show_the_text_they_quote_escaped(spoof: Settings) -> None:
+    with ServerThread(spoof) as base, httpx.Client(base_url=base, timeout=10) as web:
+        bad_sort = web.get("/api/projects/team/spoof/runs", params={"sort": KEY_BIDI + KEY_ESC})
+        no_page = web.get("/api/" + quote(KEY_BIDI + KEY_ESC))
+
+    assert (bad_sort.status_code, no_page.status_code) == (400, 404)
+    for answer in (bad_sort, no_page):
+        message = answer.json()["message"]
+        assert "\\u202eevil\\x1b[31mred" in message and not HOSTILE & set(message), message
 
 
 def _listed(page: str) -> tuple[list[str], dict[str, list[str]]]:

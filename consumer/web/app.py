@@ -34,6 +34,7 @@ from consumer.web.security import Guard
 from consumer.web.sse import changes
 from schemas.errors import RunNotFound, StoreUnavailable
 from schemas.settings import Settings
+from schemas.text import printable
 
 __all__ = ["create_app"]
 
@@ -145,7 +146,8 @@ def static(request: Request) -> Response:
 def _error(request: Request, status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     response: Response
     if request.url.path.startswith("/api/") or request.url.path.endswith(("/table", "/live")):
-        response = _json({"error": kind, "message": message}, status)
+        # a message may quote a path or key someone logged: shown escaped, as the pages and the CLI show it
+        response = _json({"error": kind, "message": printable(message)}, status)
     else:
         response = HTMLResponse(pages.error_page(status, message), status_code=status)
     response.headers.update(headers or {})
