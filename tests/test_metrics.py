@@ -272,6 +272,26 @@ def test_prometheus_scrapes_the_events_a_live_consumer_folds(settings: Settings,
         _get(f"http://{address}/healthz", timeout=2)
 
 
+def test_the_compose_prometheus_config_is_valid_and_scrapes_where_the_services_serve() -> None:
+    _prometheus()  # Debian's package brings promtool along
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian's prometheus package has it)")
+    config_path = REPO / "deploy" / "prometheus" / "prometheus.yml"
+    checked = subprocess.run([promtool, "check", "config", str(config_path)], capture_output=True, text=True)
+    config = config_path.read_text()
+    compose = (REPO / "deploy" / "docker-compose.yml").read_text()
+    datasource = (REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    consumer_port = re.search(r'"metricfold", "consume", "--metrics-port", "(\d+)"', compose)
+    serve_port = re.search(r'"metricfold", "serve", [^\n]*"--port", "(\d+)"', compose)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert consumer_port and f'"consumer:{consumer_port[1]}"' in config
+    assert serve_port and f'"serve:{serve_port[1]}"' in config
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml" in compose
+    assert "url: http://prometheus:9090\n" in datasource and "  prometheus:\n" in compose
+
+
 # ---------------------------------------------------------------- serve's own request metrics
 def test_serve_counts_requests_by_route_and_open_streams_behind_its_token(settings: Settings) -> None:
     with mf.init(entity="team", project="live", run_id="r0", settings=settings) as run:
