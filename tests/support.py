@@ -63,13 +63,13 @@ def read_full_records(settings: Settings, count: int, timeout: float = 30.0, top
         while len(records) < count and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=100).values():
                 records.extend(batch)
-            if all(consumer.position(tp) >= end for tp, end in ends.items()):
-                if time.monotonic() - ends_at >= QUIET_S:
-                    latest = consumer.end_offsets(partitions)
-                    if latest == ends:
-                        break
-                    ends = latest
-                    ends_at = time.monotonic()
+            caught_up = all(consumer.position(tp) >= end for tp, end in ends.items())
+            if caught_up and time.monotonic() - ends_at >= QUIET_S:
+                latest = consumer.end_offsets(partitions)
+                if latest == ends:
+                    break
+                ends = latest
+                ends_at = time.monotonic()
         return records
     finally:
         consumer.close()
