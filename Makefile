@@ -31,13 +31,16 @@ status: ## say what runs where
 	bash $(STACK) status
 
 demo: up ## the main job: simulated trainers -> Kafka -> consumer -> Redis, then the summaries
-	source .stack/env && $(VENV)/bin/metricfold demo
+	if [[ "$$(bash $(STACK) mode)" == secure ]]; then $(PY) deploy/local/secure_demo.py; else source .stack/env && $(VENV)/bin/metricfold demo; fi
 
 browser: ## Debian's chromium for the browser test (installed with apt-get when missing and root)
 	bash deploy/local/browser.sh
 
 prometheus: ## Debian's prometheus for the metrics test (installed with apt-get when missing and root; else that test skips)
 	bash deploy/local/prometheus.sh || echo "[prometheus] not installed: tests/test_metrics.py's scrape test will be skipped"
+
+# the test suite, the chaos scenarios and the report need the plain dev stack (the secure cases start their own)
+test chaos report: export METRICFOLD_SECURE := 0
 
 test: up browser prometheus ## run the whole test suite against the real broker and server (chaos scenarios in their short form)
 	$(VENV)/bin/pytest -q

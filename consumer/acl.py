@@ -1,4 +1,5 @@
-"""The Redis ACL users of metricfold, generated for one namespace (deploy/redis/README.md explains each rule).
+"""The Redis ACL users of metricfold, generated for one namespace (deploy/redis/README.md explains each rule), and the
+Kafka roles and what each may do (KAFKA_ROLES, kafka_grants: the local stack's secure mode grants them).
 
     python -m consumer.acl --namespace mf --secrets DIR --output FILE
 
@@ -12,11 +13,23 @@ writes FILE, a Redis `aclfile` (mode 0600), with three users:
 both metricfold users on keys and channels `<namespace>:*` only. Each password is the first line of
 DIR/redis-<user>.password, created (random, mode 0600) when missing, so that regenerating keeps them; FILE holds only
 their SHA-256. The local stack (deploy/local/stack.sh) and docker-compose run this when Redis starts.
+
+The Kafka roles, each a SCRAM user of its own (`METRICFOLD_SECURE=1 make up`; deploy/local/secure.py grants them):
+
+    trainer   the SDK and `metricfold sync`: WRITE the event topic (an idempotent producer needs no more since
+              Kafka 3.0, KIP-679: WRITE on a topic allows InitProducerId)
+    consumer  `metricfold consume`: READ the event topic and its consumer group, WRITE the dead-letter topic
+    replay    `metricfold replay`: READ the event topic (no group: a replay assigns every partition itself)
+    admin     `metricfold topics`: CREATE (and DESCRIBE) the event and dead-letter topics
+
+Nothing else: no role may alter or delete a topic, read the dead letters, touch another topic or group, or change ACLs
+and users (the brokers' own user, `broker`, is the only super user).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -28,7 +41,8 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
-__all__ = ["ADMIN", "CONSUMER", "READER", "USERS", "acl_lines", "main", "password_file", "user_rules", "write_acl"]
+__all__ = ["ADMIN", "CONSUMER", "KAFKA_BROKER", "KAFKA_ROLES", "READER", "USERS", "KafkaGrant", "acl_lines",
+           "ensure_password", "kafka_grants", "kafka_password_file", "main", "password_file", "user_rules", "write_acl"]
 
 ADMIN, CONSUMER, READER = "default", "metricfold-consumer", "metricfold-reader"
 USERS = (ADMIN, CONSUMER, READER)
@@ -45,6 +59,44 @@ _READ = ("get", "hgetall", "hmget", "sismember", "smembers", "zrange", "zrevrang
 _WRITE = ("evalsha", "script|load", "function|load", "set", "hget", "hset", "hdel", "hincrby", "sadd", "zadd", "zrem",
           "publish", "scan", "unlink", "type", "lrange")
 _COMMANDS = {CONSUMER: _CONNECTION + _READ + _WRITE, READER: _CONNECTION + _READ}
+
+
+#: the Kafka roles (SCRAM users) and the brokers' own user, the only super user
+KAFKA_ROLES = ("trainer", "consumer", "replay", "admin")
+KAFKA_BROKER = "broker"
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaGrant:
+    """One Kafka ACL: ALLOW *operation* on the *resource* ("topic", "group") named *name* exactly (a literal pattern),
+    from any host."""
+
+    resource: str
+    name: str
+    operation: str
+
+
+def kafka_grants(role: str, topic: str, group: str) -> list[KafkaGrant]:
+    """What the Kafka *role* (one of KAFKA_ROLES) may do with the event *topic* (its dead-letter topic is `<topic>.dlq`)
+    and the consumer *group*: the ACLs of its user, nothing more."""
+    Settings(topic=topic)  # the topic's own rules: no pattern characters
+    dead_letters = f"{topic}.dlq"
+    grants = {
+        "trainer": [KafkaGrant("topic", topic, "WRITE")],
+        "consumer": [KafkaGrant("topic", topic, "READ"), KafkaGrant("group", group, "READ"),
+                     KafkaGrant("topic", dead_letters, "WRITE")],
+        "replay": [KafkaGrant("topic", topic, "READ")],
+        "admin": [KafkaGrant("topic", name, operation) for name in (topic, dead_letters)
+                  for operation in ("CREATE", "DESCRIBE")],
+    }
+    if role not in grants:
+        raise ConfigError(f"no Kafka ACLs for role {role!r}: the roles are {', '.join(KAFKA_ROLES)}")
+    return grants[role]
+
+
+def kafka_password_file(secrets_dir: Path, user: str) -> Path:
+    """The password file of a Kafka user (a role of KAFKA_ROLES, or KAFKA_BROKER)."""
+    return secrets_dir / f"kafka-{user}.password"
 
 
 def _check_namespace(namespace: str) -> None:
@@ -73,6 +125,13 @@ def acl_lines(namespace: str, passwords: Mapping[str, str]) -> list[str]:
 
 def password_file(secrets_dir: Path, user: str) -> Path:
     return secrets_dir / f"redis-{user}.password"
+
+
+def ensure_password(path: Path) -> str:
+    """The password in *path* (its first line), or a new random one written there with mode 0600 (its directory made
+    with mode 0700 when missing)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _password(path)
 
 
 def _password(path: Path) -> str:

@@ -11,11 +11,12 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from schemas.errors import ConfigError, MetricfoldError
+from schemas.errors import BrokerUnavailable, ConfigError, MetricfoldError
 from schemas.limits import check_run_part, parse_run_path
 from schemas.settings import Settings
 from schemas.text import printable
@@ -54,11 +55,58 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
+#: options a secret would be passed with, and where it goes instead: refused (a process's arguments are readable by
+#: every user of the machine, with `ps`, and stay in the shell's history), without echoing what was given (argparse
+#: would print an unknown option's value back as "unrecognized arguments: ...")
+_SECRET_OPTIONS: dict[tuple[str, ...], str] = {
+    ("--password", "--redis-password"): "METRICFOLD_REDIS_PASSWORD_FILE (a file of mode 0600) or METRICFOLD_REDIS_PASSWORD",
+    ("--kafka-password", "--kafka-sasl-password", "--sasl-password"):
+        "METRICFOLD_KAFKA_SASL_PASSWORD_FILE (a file of mode 0600) or METRICFOLD_KAFKA_SASL_PASSWORD",
+}
+_TOKEN_OPTIONS: dict[tuple[str, ...], str] = {
+    ("--token", "--serve-token"): "--token-file / METRICFOLD_SERVE_TOKEN_FILE (a file of mode 0600) or METRICFOLD_SERVE_TOKEN",
+}
+
+
+class _RefuseSecret(argparse.Action):
+    """A hidden option that refuses the secret given with it, naming the variable or file to use instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, instead: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.instead = instead
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: a secret is never taken on the command line (every user of this machine can "
+                     f"read a process's arguments, and the shell keeps them in its history): use {self.instead} instead")
+
+
+def _refuse_secret_options(parser: argparse.ArgumentParser, options: dict[tuple[str, ...], str]) -> None:
+    for names, instead in options.items():
+        parser.add_argument(*names, action=_RefuseSecret, instead=instead, dest=argparse.SUPPRESS)
+
+
+def _redis_url_without_password(url: str) -> str:
+    """--redis: a URL with a password in it is refused (without echoing it), like the other secret options."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None  # not a URL at all: Settings says what is wrong with it, with the password hidden
+    if password is not None:
+        raise argparse.ArgumentTypeError(
+            "a password is never taken on the command line (every user of this machine can read a process's "
+            "arguments): give the URL without it, and the password in METRICFOLD_REDIS_PASSWORD_FILE (a file of mode "
+            "0600) or METRICFOLD_REDIS_PASSWORD; or the whole URL in METRICFOLD_REDIS")
+    return url
+
+
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    _refuse_secret_options(parser, _SECRET_OPTIONS)
     group = parser.add_argument_group("connection (each defaults to its environment variable)")
     group.add_argument("--kafka", help="Kafka bootstrap servers, host:port[,...] (METRICFOLD_KAFKA, default localhost:9092)")
-    group.add_argument("--redis", help="Redis URL (METRICFOLD_REDIS, default redis://localhost:6379/0); a password goes in "
-                       "METRICFOLD_REDIS_PASSWORD, not on the command line")
+    group.add_argument("--redis", type=_redis_url_without_password,
+                       help="Redis URL (METRICFOLD_REDIS, default redis://localhost:6379/0); a password goes in "
+                       "METRICFOLD_REDIS_PASSWORD_FILE or METRICFOLD_REDIS_PASSWORD, never on the command line")
     group.add_argument("--topic", help="event topic (METRICFOLD_TOPIC, default metricfold.events)")
     group.add_argument("--namespace", help="Redis key prefix (METRICFOLD_NAMESPACE, default mf)")
     group.add_argument("--group", help="consumer group id (METRICFOLD_GROUP, default metricfold-<namespace>)")
@@ -299,14 +347,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("`metricfold serve` needs Starlette and uvicorn: pip install 'metricfold[serve]'") from None
-    from consumer.web.server import load_token, serve
+    from consumer.web.server import check_tls_files, load_token, serve
 
     settings = Settings.from_env(
         kafka=args.kafka, redis=args.redis, topic=args.topic, namespace=args.namespace, group=args.group,
         redis_username=args.redis_username,
     )
-    token = load_token(args.token_file)
-    return serve(settings, host=args.host, port=args.port, token=token, access_log=args.access_log)
+    token = load_token(args.token_file or os.environ.get("METRICFOLD_SERVE_TOKEN_FILE") or None)
+    tls_cert = args.tls_cert or os.environ.get("METRICFOLD_SERVE_TLS_CERT") or None
+    tls_key = args.tls_key or os.environ.get("METRICFOLD_SERVE_TLS_KEY") or None
+    check_tls_files(tls_cert, tls_key)
+    return serve(settings, host=args.host, port=args.port, token=token, access_log=args.access_log,
+                 tls_cert=tls_cert, tls_key=tls_key)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -443,13 +495,19 @@ def build_parser() -> argparse.ArgumentParser:
         "come from METRICFOLD_REDIS_USERNAME / METRICFOLD_REDIS_PASSWORD[_FILE] / METRICFOLD_REDIS_CA_CERT (use the "
         "read-only ACL user metricfold-reader, see deploy/redis/README.md). With --token-file or "
         "METRICFOLD_SERVE_TOKEN every request needs 'Authorization: Bearer <token>' (a browser opens a page once "
-        "with ?token=<token> and gets a cookie).",
+        "with ?token=<token> and gets a cookie). With --tls-cert and --tls-key it speaks HTTPS.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (8765; 0: any free port)")
     serve.add_argument(
-        "--token-file", metavar="PATH", help="require this bearer token (a file with one line; or METRICFOLD_SERVE_TOKEN)"
+        "--token-file", metavar="PATH", help="require this bearer token (a file with one line; METRICFOLD_SERVE_TOKEN_FILE, "
+        "or the token itself in METRICFOLD_SERVE_TOKEN)"
     )
+    serve.add_argument("--tls-cert", metavar="PATH", help="serve HTTPS with this certificate (PEM, the chain after it; "
+                       "METRICFOLD_SERVE_TLS_CERT); needs --tls-key")
+    serve.add_argument("--tls-key", metavar="PATH", help="the certificate's private key (PEM, unencrypted; "
+                       "METRICFOLD_SERVE_TLS_KEY)")
+    _refuse_secret_options(serve, _TOKEN_OPTIONS)
     serve.add_argument("--redis-username", metavar="USER", help="Redis ACL user (METRICFOLD_REDIS_USERNAME; password only from "
                        "METRICFOLD_REDIS_PASSWORD or the file METRICFOLD_REDIS_PASSWORD_FILE names)")
     serve.add_argument("--access-log", action="store_true", help="log every request (a ?token= value shows as ***)")
@@ -464,6 +522,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _KafkaLoginRefusals(logging.Handler):
+    """Keeps the brokers' answer when they refuse a login (wrong password, unknown user): kafka-python logs it and
+    retries, then reports only that it could not bootstrap, so `cannot reach Kafka` would hide the reason."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.refusal: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        start = text.find("SaslAuthenticationFailedError")
+        if start >= 0:
+            refusal = text[start:].partition(" (backoff")[0]
+            while refusal.startswith("SaslAuthenticationFailedError: SaslAuthenticationFailedError"):
+                refusal = refusal.removeprefix("SaslAuthenticationFailedError: ")
+            self.refusal = printable(refusal[:300])
+
+
+_LOGIN_REFUSALS = _KafkaLoginRefusals()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # inside: --help into a closed pipe raises BrokenPipeError too
@@ -471,14 +550,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        _LOGIN_REFUSALS.refusal = None
+        connections = logging.getLogger("kafka.net.manager")  # where kafka-python logs a refused login
+        if _LOGIN_REFUSALS not in connections.handlers:
+            connections.addHandler(_LOGIN_REFUSALS)
         if not args.verbose:
             logging.getLogger("kafka").setLevel(logging.CRITICAL)
+            # kafka-python's connection warnings stay quiet, but a refused login is kept (_KafkaLoginRefusals)
+            connections.setLevel(logging.WARNING)
+            connections.propagate = False
         code: int = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
         return code
     except MetricfoldError as exc:
+        message = str(exc)
+        if isinstance(exc, BrokerUnavailable) and _LOGIN_REFUSALS.refusal:
+            message += f"; the broker refused the login: {_LOGIN_REFUSALS.refusal}"
         # one line at a time: a message may quote a key or path holding control characters (schemas.text)
-        print("metricfold: error: " + "\n".join(map(printable, str(exc).split("\n"))), file=sys.stderr)
+        print("metricfold: error: " + "\n".join(map(printable, message.split("\n"))), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

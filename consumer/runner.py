@@ -170,7 +170,8 @@ class Consumer:
         stall_limit_s: float = STALL_LIMIT_S,
     ) -> None:
         """*group=False* reads every partition itself and writes a non-active generation (replay): then the store
-        must name its generation. *stop_at* (partition -> offset) folds only the records before those offsets.
+        must name its generation, and refused records are counted and logged but not sent to the dead-letter topic
+        again (the live consumer sent them). *stop_at* (partition -> offset) folds only the records before those offsets.
         *stall_limit_s*: a Kafka client that fetches nothing this long while records wait is made anew."""
         self.settings = settings
         self.limits = limits or Limits.from_env()
@@ -208,7 +209,7 @@ class Consumer:
     # ------------------------------------------------------------------ lifecycle
     def _connect(self) -> GroupConsumer:
         if self._kafka is None:
-            self._dead = DeadLetterProducer(self.settings, self.limits)
+            self._dead = DeadLetterProducer(self.settings, self.limits, publish=self.group)
             self._kafka = GroupConsumer(
                 self.settings,
                 on_assigned=self._on_assigned,

@@ -7,8 +7,12 @@
     METRICFOLD_GROUP       consumer group id                default metricfold-<namespace>
     METRICFOLD_PARTITIONS  partitions of a new event topic  default 12
     METRICFOLD_REPLICATION_FACTOR  of new topics            default: follows the cluster, min(3, brokers)
-    METRICFOLD_KAFKA_SECURITY_PROTOCOL, METRICFOLD_KAFKA_SASL_MECHANISM, METRICFOLD_KAFKA_SASL_USERNAME,
-    METRICFOLD_KAFKA_SASL_PASSWORD, METRICFOLD_KAFKA_SSL_CAFILE   Kafka security (optional)
+    METRICFOLD_KAFKA_SECURITY_PROTOCOL  PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL
+    METRICFOLD_KAFKA_SASL_MECHANISM     PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (the SASL protocols need one)
+    METRICFOLD_KAFKA_SASL_USERNAME, METRICFOLD_KAFKA_SASL_PASSWORD   the Kafka user (SASL)
+    METRICFOLD_KAFKA_SASL_PASSWORD_FILE  a file holding the Kafka password instead (its first line; the local stack's
+                                    secure mode names one)
+    METRICFOLD_KAFKA_SSL_CAFILE    CA bundle that signed the brokers' certificates (SSL, SASL_SSL)
     METRICFOLD_REDIS_USERNAME, METRICFOLD_REDIS_PASSWORD          Redis ACL user (optional; or in the URL)
     METRICFOLD_REDIS_PASSWORD_FILE  a file holding the Redis password instead (its first line; the local stack's
                                     .stack/env names one)
@@ -70,6 +74,16 @@ def _check_redis_url(url: str) -> None:
             )
 
 
+#: the Kafka security protocols and SASL mechanisms the clients are set up for (kafka_options)
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: the secrets read from a file a variable names: field -> (the variable of the secret itself, the file's variable)
+_SECRET_FILES = {
+    "redis_password": ("METRICFOLD_REDIS_PASSWORD", "METRICFOLD_REDIS_PASSWORD_FILE"),
+    "kafka_sasl_password": ("METRICFOLD_KAFKA_SASL_PASSWORD", "METRICFOLD_KAFKA_SASL_PASSWORD_FILE"),
+}
+
+
 def _read_secret(path: str, variable: str) -> str:
     """The first line of the file *path* names (a password file): errors name the file, never what it holds."""
     try:
@@ -109,7 +123,14 @@ class Settings:
             raise ConfigError(f"Kafka bootstrap servers {self.kafka_display!r} must be host:port[,host:port...]")
         if "@" in self.kafka:  # kafka-python would log it as a host name
             raise ConfigError(f"Kafka bootstrap servers {self.kafka_display!r} must be host:port[,host:port...] without "
-                              "credentials: set METRICFOLD_KAFKA_SASL_USERNAME and METRICFOLD_KAFKA_SASL_PASSWORD")
+                              "credentials: set METRICFOLD_KAFKA_SASL_USERNAME, and the password in the file "
+                              "METRICFOLD_KAFKA_SASL_PASSWORD_FILE names (or METRICFOLD_KAFKA_SASL_PASSWORD)")
+        if self.kafka_security_protocol and self.kafka_security_protocol.upper() not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(f"METRICFOLD_KAFKA_SECURITY_PROTOCOL {self.kafka_security_protocol!r} must be one of "
+                              f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        if self.kafka_sasl_mechanism and self.kafka_sasl_mechanism.upper() not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(f"METRICFOLD_KAFKA_SASL_MECHANISM {self.kafka_sasl_mechanism!r} must be one of "
+                              f"{', '.join(KAFKA_SASL_MECHANISMS)}")
         if not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"Redis URL {self.redis_display!r} must start with redis://, rediss:// or unix://")
         _check_redis_url(self.redis)
@@ -168,20 +189,36 @@ class Settings:
                         values[field.name] = int(env[name])
                     except ValueError:
                         raise ConfigError(f"{name} must be a whole number, got {env[name]!r}") from None
-        if env.get("METRICFOLD_REDIS_PASSWORD_FILE"):
-            if "redis_password" in values:
-                raise ConfigError("METRICFOLD_REDIS_PASSWORD and METRICFOLD_REDIS_PASSWORD_FILE are both set: unset one")
-            values["redis_password"] = _read_secret(env["METRICFOLD_REDIS_PASSWORD_FILE"], "METRICFOLD_REDIS_PASSWORD_FILE")
+        for field_name, (variable, file_variable) in _SECRET_FILES.items():
+            if env.get(file_variable):
+                if field_name in values:
+                    raise ConfigError(f"{variable} and {file_variable} are both set: unset one")
+                values[field_name] = _read_secret(env[file_variable], file_variable)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def kafka_options(self) -> dict[str, Any]:
-        """Security options for kafka-python clients (empty for plaintext)."""
+        """The bootstrap servers and security options for kafka-python clients (every Kafka client of metricfold is
+        made with them). What a Kafka client needs is checked here, when one is made, rather than when the settings
+        are read: `serve` and the other Redis-only commands run with a role's settings that have no Kafka user."""
         options: dict[str, Any] = {"bootstrap_servers": self.kafka.split(",")}
+        protocol = (self.kafka_security_protocol or "PLAINTEXT").upper()
+        mechanism = (self.kafka_sasl_mechanism or "").upper()
+        if protocol.startswith("SASL_"):
+            missing = [name for name, value in (("METRICFOLD_KAFKA_SASL_MECHANISM", mechanism),
+                                                ("METRICFOLD_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                                                ("METRICFOLD_KAFKA_SASL_PASSWORD_FILE (or _PASSWORD)",
+                                                 self.kafka_sasl_password)) if not value]
+            if missing:
+                raise ConfigError(f"METRICFOLD_KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}: "
+                                  "the Kafka user this client logs in as")
+        if self.kafka_ssl_cafile and not protocol.endswith("SSL"):
+            raise ConfigError(f"METRICFOLD_KAFKA_SSL_CAFILE needs METRICFOLD_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, "
+                              f"not {protocol}")
         if self.kafka_security_protocol:
-            options["security_protocol"] = self.kafka_security_protocol
-        if self.kafka_sasl_mechanism:
-            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["security_protocol"] = protocol
+        if mechanism:
+            options["sasl_mechanism"] = mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username
             options["sasl_plain_password"] = self.kafka_sasl_password
         if self.kafka_ssl_cafile:

@@ -125,15 +125,16 @@ EXPECTED = {
 }
 
 
-def cli_env() -> dict[str, str]:
-    """The environment without Redis credentials: the URLs given carry their own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("METRICFOLD_REDIS")}
+def cli_env(redis_url: str) -> dict[str, str]:
+    """The environment with *redis_url* as METRICFOLD_REDIS and no other Redis credentials: the URL carries its own
+    (`--redis` refuses a URL with a password: a secret never goes on the command line)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("METRICFOLD_REDIS")}, "METRICFOLD_REDIS": redis_url}
 
 
-def metricfold(*args: str) -> subprocess.CompletedProcess[str]:
+def metricfold(*args: str, redis_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "consumer.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=cli_env(),
+        env=cli_env(redis_url),
     )
 
 
@@ -142,7 +143,7 @@ def metricfold(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_says_what_is_wrong_with_redis_in_one_line(
     services: dict[str, str], hidden: tuple[str, ...], case: str, command: list[str]
 ) -> None:
-    done = metricfold(*command, "--redis", services[case], "--namespace", "mferrors")
+    done = metricfold(*command, "--namespace", "mferrors", redis_url=services[case])
 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
@@ -154,7 +155,7 @@ def test_cli_says_what_is_wrong_with_redis_in_one_line(
 
 def test_cli_names_the_host_it_cannot_reach(services: dict[str, str]) -> None:
     url = services["unreachable"]
-    done = metricfold("summary", "team/vision/r1", "--redis", url)
+    done = metricfold("summary", "team/vision/r1", redis_url=url)
 
     host_port_db = url.rsplit("@", 1)[1]
     assert f"cannot reach Redis at redis://u:***@{host_port_db}: " in done.stderr
@@ -163,16 +164,13 @@ def test_cli_names_the_host_it_cannot_reach(services: dict[str, str]) -> None:
 def test_consume_summary_and_runs_never_print_the_url_password(settings: Settings, stack: Any, hidden: tuple[str, ...]) -> None:
     with mf.init(entity="team", project="vision", run_id="r1", settings=settings) as run:
         run.log({"loss": 0.5})
-    connection = ["--kafka", settings.kafka, "--redis", admin_url(stack), "--topic", settings.topic,
-                  "--namespace", settings.namespace]
+    connection = ["--kafka", settings.kafka, "--topic", settings.topic, "--namespace", settings.namespace]
 
-    consumed = metricfold("consume", "--until-caught-up", *connection)
-    summary = metricfold("summary", "team/vision/r1", *connection)
-    runs = metricfold("runs", "team/vision", *connection)
-    unreachable = metricfold(
-        "consume", "--until-caught-up", *connection[:2], "--redis", f"redis://u:{SECRET}@127.0.0.1:{closed_port()}/0",
-        *connection[4:],
-    )
+    consumed = metricfold("consume", "--until-caught-up", *connection, redis_url=admin_url(stack))
+    summary = metricfold("summary", "team/vision/r1", *connection, redis_url=admin_url(stack))
+    runs = metricfold("runs", "team/vision", *connection, redis_url=admin_url(stack))
+    unreachable = metricfold("consume", "--until-caught-up", *connection,
+                             redis_url=f"redis://u:{SECRET}@127.0.0.1:{closed_port()}/0")
 
     assert consumed.returncode == 0, consumed.stderr
     assert "into redis://default:***@" in consumed.stderr  # the banner
@@ -187,8 +185,8 @@ def test_consume_summary_and_runs_never_print_the_url_password(settings: Setting
 def test_serve_answers_503_naming_the_host_but_not_the_password() -> None:
     port = closed_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "consumer.cli", "serve", "--port", "0", "--redis", f"redis://u:{SECRET}@127.0.0.1:{port}/0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        [sys.executable, "-m", "consumer.cli", "serve", "--port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(f"redis://u:{SECRET}@127.0.0.1:{port}/0"),
     )
     try:
         assert server.stdout is not None

@@ -1,4 +1,5 @@
-"""Run the web app with uvicorn: in the foreground (`metricfold serve`, the demo) or in a thread (tests, bench)."""
+"""Run the web app with uvicorn: in the foreground (`metricfold serve`, the demo) or in a thread (tests, bench); over
+HTTPS with a certificate and key (uvicorn's TLS: `metricfold serve --tls-cert --tls-key`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from consumer.web.security import redact_token
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
-__all__ = ["DEFAULT_PORT", "ServerThread", "bind", "load_token", "serve", "url_of"]
+__all__ = ["DEFAULT_PORT", "ServerThread", "bind", "check_tls_files", "load_token", "serve", "url_of"]
 
 DEFAULT_PORT = 8765
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
@@ -49,6 +50,26 @@ def load_token(token_file: str | None, environ: Mapping[str, str] | None = None)
     if not _TOKEN.fullmatch(token):
         raise ConfigError(f"{source} must hold 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
     return token
+
+
+def check_tls_files(cert: str | None, key: str | None) -> None:
+    """--tls-cert and --tls-key: both or neither, each a readable PEM file (uvicorn would fail later, less clearly).
+    The key must be unencrypted: its password would be one more secret to pass."""
+    if bool(cert) != bool(key):
+        raise ConfigError("--tls-cert and --tls-key go together (METRICFOLD_SERVE_TLS_CERT, METRICFOLD_SERVE_TLS_KEY): "
+                          "give both for HTTPS, or neither")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is None:
+            continue
+        try:
+            head = Path(path).read_text(encoding="ascii", errors="replace")[:200_000]
+        except OSError as exc:
+            raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from None
+        wanted = "CERTIFICATE" if option == "--tls-cert" else "PRIVATE KEY"
+        if f"-----BEGIN {wanted}" not in head and not (wanted == "PRIVATE KEY" and " PRIVATE KEY-----" in head):
+            raise ConfigError(f"{option}: {path} holds no PEM {wanted.lower()}")
+        if option == "--tls-key" and "ENCRYPTED" in head:
+            raise ConfigError(f"--tls-key: {path} is encrypted: serve reads an unencrypted key (keep it mode 0600)")
 
 
 def _check_host(host: str) -> None:
@@ -83,10 +104,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, *, https: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
+    return f"{'https' if https else 'http'}://{shown}:{port}/"
 
 
 class RedactToken(logging.Filter):
@@ -118,16 +139,26 @@ def _server(settings: Settings, token: str | None, **options: Any) -> Any:
     return uvicorn.Server(config)
 
 
+def _tls_options(tls_cert: str | None, tls_key: str | None) -> dict[str, Any]:
+    check_tls_files(tls_cert, tls_key)
+    return {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key} if tls_cert else {}
+
+
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          access_log: bool = False, open_path: str = "") -> int:
-    """Serve in the foreground until Ctrl-C / SIGTERM; prints the URL once it listens."""
+          access_log: bool = False, open_path: str = "", tls_cert: str | None = None, tls_key: str | None = None) -> int:
+    """Serve in the foreground until Ctrl-C / SIGTERM; prints the URL once it listens. With *tls_cert* and *tls_key*
+    (PEM files), over HTTPS."""
+    tls = _tls_options(tls_cert, tls_key)
     sock = bind(host, port)
     loopback = host in ("localhost",) or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
     if not loopback and token is None:
         print(f"warning: serving on {host} without a token: anyone who reaches it can read every summary "
               "(use --token-file or METRICFOLD_SERVE_TOKEN)", file=sys.stderr)
-    server = _server(settings, token, access_log=access_log, log_level="info" if access_log else "warning")
-    url = url_of(sock)
+    elif not loopback and not tls:
+        print(f"warning: serving on {host} over plain HTTP: the token and the summaries cross the network in clear "
+              "(use --tls-cert and --tls-key)", file=sys.stderr)
+    server = _server(settings, token, access_log=access_log, log_level="info" if access_log else "warning", **tls)
+    url = url_of(sock, https=bool(tls))
     note = "  (bearer token required)" if token else ""
     print(f"serving namespace {settings.namespace} of {settings.redis_display} at {url}{note}", flush=True)
     if open_path:
@@ -151,10 +182,12 @@ def _is_ip(host: str) -> bool:
 class ServerThread:
     """The app on 127.0.0.1 on a free port in a background thread (tests, bench): `with ServerThread(s) as url:`."""
 
-    def __init__(self, settings: Settings, *, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, settings: Settings, *, token: str | None = None, host: str = "127.0.0.1",
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        tls = _tls_options(tls_cert, tls_key)
         self.sock = bind(host, 0)
-        self.url = url_of(self.sock).rstrip("/")
-        self.server = _server(settings, token)
+        self.url = url_of(self.sock, https=bool(tls)).rstrip("/")
+        self.server = _server(settings, token, **tls)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> str:

@@ -7,7 +7,8 @@
 #   deploy/local/stack.sh status    say what runs where; exit 1 if something is down
 #   deploy/local/stack.sh env [consumer|reader|admin]   print the METRICFOLD_* exports that point clients at this
 #                                   stack, logged in as that Redis user (default consumer; `up` writes them to
-#                                   <stack dir>/env)
+#                                   <stack dir>/env); in secure mode the roles are trainer|consumer|replay|admin|reader
+#   deploy/local/stack.sh mode      print the stack directory's mode: plain or secure
 #   deploy/local/stack.sh restart-redis | restart-kafka | stop-redis | stop-kafka | start-redis | start-kafka
 #   deploy/local/stack.sh kill-redis | kill-kafka      kill -9 (for fault tests; kill-kafka: every Kafka node)
 #   deploy/local/stack.sh start-kafka-node N | stop-kafka-node N | kill-kafka-node N | restart-kafka-node N
@@ -31,6 +32,10 @@
 #     topics: replication factor min(3, nodes), min.insync.replicas 2 from 3 nodes on (else 1), no unclean leader
 #     election. The stack directory remembers its node count (<stack dir>/kafka/nodes): later commands without
 #     the variable use it; METRICFOLD_KAFKA_NODES=1 goes back to one node (`down` first).
+#   METRICFOLD_SECURE  1: the stack locked down (deploy/local/secure.sh: Kafka SASL_SSL with SCRAM users and ACLs per
+#     role, Redis TLS only, a private CA; one Kafka node), its data, logs and certificates in <stack dir>/secure; 0:
+#     the plain stack. The stack directory remembers its mode (<stack dir>/mode): later commands without the variable
+#     use it. One mode runs at a time (`down` first to change it).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,14 +46,32 @@ CONTROLLER_PORT="${METRICFOLD_KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${METRICFOLD_REDIS_PORT:-16379}"
 STACK_DIR="${METRICFOLD_STACK_DIR:-$repo/.stack}"
 CACHE_DIR="${METRICFOLD_CACHE_DIR:-$HOME/.cache/metricfold}"
-KAFKA_NODES="${METRICFOLD_KAFKA_NODES:-$(cat "$STACK_DIR/kafka/nodes" 2>/dev/null || echo 1)}"
+case "${METRICFOLD_SECURE:-}" in
+  1|yes|true|on) SECURE=1 ;;
+  0|no|false|off) SECURE=0 ;;
+  "") if [[ "$(cat "$STACK_DIR/mode" 2>/dev/null)" == secure ]]; then SECURE=1; else SECURE=0; fi ;;
+  *) printf '[stack] error: METRICFOLD_SECURE=%s: say 1 (locked down) or 0 (plain)\n' "$METRICFOLD_SECURE" >&2; exit 1 ;;
+esac
+if (( SECURE )); then
+  KAFKA_NODES="${METRICFOLD_KAFKA_NODES:-1}"
+  [[ "$KAFKA_NODES" == 1 ]] || { printf '[stack] error: METRICFOLD_SECURE=1 runs one Kafka node (a locked-down cluster is not built yet); unset METRICFOLD_KAFKA_NODES\n' >&2; exit 1; }
+else
+  KAFKA_NODES="${METRICFOLD_KAFKA_NODES:-$(cat "$STACK_DIR/kafka/nodes" 2>/dev/null || echo 1)}"
+fi
 [[ "$KAFKA_NODES" =~ ^[1-5]$ ]] || { printf '[stack] error: METRICFOLD_KAFKA_NODES=%s: say how many Kafka nodes, 1 to 5\n' "$KAFKA_NODES" >&2; exit 1; }
 if (( KAFKA_NODES == 1 )); then KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-512m}"; else KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-384m}"; fi
 PYTHON="${METRICFOLD_PYTHON:-$repo/.venv/bin/python}"
 JARS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
-KAFKA_DIR="$STACK_DIR/kafka"
-REDIS_DIR="$STACK_DIR/redis"
-LOG_DIR="$STACK_DIR/logs"
+# the plain stack's data and logs; the secure stack's are in <stack dir>/secure
+PLAIN_KAFKA_DIR="$STACK_DIR/kafka"
+PLAIN_REDIS_DIR="$STACK_DIR/redis"
+SECURE_KAFKA_DIR="$STACK_DIR/secure/kafka"
+SECURE_REDIS_DIR="$STACK_DIR/secure/redis"
+if (( SECURE )); then
+  KAFKA_DIR="$SECURE_KAFKA_DIR"; REDIS_DIR="$SECURE_REDIS_DIR"; LOG_DIR="$STACK_DIR/secure/logs"
+else
+  KAFKA_DIR="$PLAIN_KAFKA_DIR"; REDIS_DIR="$PLAIN_REDIS_DIR"; LOG_DIR="$STACK_DIR/logs"
+fi
 SECRETS_DIR="$STACK_DIR/secrets"
 ACL_FILE="$REDIS_DIR/users.acl"
 NAMESPACE="${METRICFOLD_NAMESPACE:-mf}"
@@ -83,6 +106,37 @@ check_port_free() {  # $1 port, $2 what for
   if port_busy "$1"; then
     die "port $1 (for $2) is already used by another program; choose another one, e.g. METRICFOLD_${3}=$(( $1 + 100 ))"
   fi
+}
+
+# The pid files of the other mode's Kafka and Redis in this stack directory (plain <-> secure)
+other_mode_pidfiles() {
+  local f
+  if (( SECURE )); then
+    for f in "$PLAIN_KAFKA_DIR/kafka.pid" "$PLAIN_KAFKA_DIR"/node*/kafka.pid "$PLAIN_REDIS_DIR/redis.pid"; do [[ -f "$f" ]] && echo "$f"; done
+  else
+    for f in "$SECURE_KAFKA_DIR/kafka.pid" "$SECURE_REDIS_DIR/redis.pid"; do [[ -f "$f" ]] && echo "$f"; done
+  fi
+  return 0
+}
+
+check_other_mode() {  # one mode at a time: they share the ports
+  local f
+  while read -r f; do
+    [[ -n "$f" ]] && pid_alive "$f" || continue
+    if (( SECURE )); then
+      die "the plain stack runs from $STACK_DIR ($f); stop it first (make down), then METRICFOLD_SECURE=1 make up"
+    else
+      die "the locked-down stack (METRICFOLD_SECURE=1) runs from $STACK_DIR ($f); stop it first (make down), or use it with METRICFOLD_SECURE=1"
+    fi
+  done < <(other_mode_pidfiles)
+}
+
+stop_other_mode() {  # `down` stops whatever runs from this stack directory, in either mode
+  local f
+  while read -r f; do
+    [[ -n "$f" ]] || continue
+    if [[ "$f" == */redis.pid ]]; then stop_pidfile "$f" Redis TERM; else stop_pidfile "$f" Kafka TERM; fi
+  done < <(other_mode_pidfiles)
 }
 
 # ---------------------------------------------------------------- Kafka
@@ -166,7 +220,7 @@ start_kafka_node() {  # $1: the node number
   check_port_free "$(node_port "$n")" "$name" KAFKA_PORT
   check_port_free "$(node_controller_port "$n")" "the controller of $name" KAFKA_CONTROLLER_PORT
   fetch_kafka
-  write_kafka_config "$n"
+  if (( SECURE )); then secure_tls; secure_secrets; secure_write_kafka_config "$n"; else write_kafka_config "$n"; fi
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     if (( KAFKA_NODES == 1 )); then
       cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
@@ -174,12 +228,16 @@ start_kafka_node() {  # $1: the node number
       [[ -s "$KAFKA_DIR/cluster.id" ]] || kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 > "$KAFKA_DIR/cluster.id"
       cluster_id="$(cat "$KAFKA_DIR/cluster.id")"
     fi
-    say "formatting Kafka storage in $dir/data (cluster id $cluster_id)"
-    kafka_java -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
-      kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$logs/kafka-format.log" 2>&1 \
-      || { tail -n 20 "$logs/kafka-format.log" >&2; die "could not format Kafka storage"; }
+    if (( SECURE )); then
+      secure_format_kafka "$dir" "$logs" "$cluster_id"
+    else
+      say "formatting Kafka storage in $dir/data (cluster id $cluster_id)"
+      kafka_java -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$logs/kafka-format.log" 2>&1 \
+        || { tail -n 20 "$logs/kafka-format.log" >&2; die "could not format Kafka storage"; }
+    fi
   fi
-  say "starting $name ($KAFKA_VERSION) on 127.0.0.1:$(node_port "$n") (logs: $logs/server.log)"
+  say "starting $name ($KAFKA_VERSION) on 127.0.0.1:$(node_port "$n")$( (( SECURE )) && echo ", SASL_SSL only") (logs: $logs/server.log)"
   nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
     -cp "$JARS/*" kafka.Kafka "$dir/server.properties" >"$logs/kafka.out" 2>&1 </dev/null &
@@ -188,6 +246,7 @@ start_kafka_node() {  # $1: the node number
 
 start_kafka() {
   local f n
+  check_other_mode
   # a Kafka of this stack directory started with another node count holds the ports: say so rather than clash
   while read -r f; do
     [[ -n "$f" ]] && pid_alive "$f" || continue
@@ -261,10 +320,19 @@ start_redis() {
     acl_loaded || say "warning: this Redis was started without the ACL users (its default user needs no password): run 'bash $here/stack.sh restart-redis'"
     return 0
   fi
+  check_other_mode
   check_port_free "$REDIS_PORT" "Redis" REDIS_PORT
   mkdir -p "$STACK_DIR" "$REDIS_DIR" "$LOG_DIR"
   redis_bin
   write_acl
+  if (( SECURE )); then
+    secure_tls
+    secure_write_redis_config
+    say "starting Redis on 127.0.0.1:$REDIS_PORT, TLS only (data: $REDIS_DIR, log: $LOG_DIR/redis.log)"
+    redis-server "$REDIS_DIR/redis.conf" || { tail -n 20 "$LOG_DIR/redis.log" >&2 || true; die "redis-server did not start"; }
+    for _ in $(seq 1 50); do [[ -f "$REDIS_DIR/redis.pid" ]] && break; sleep 0.1; done
+    return 0
+  fi
   cat > "$REDIS_DIR/redis.conf" <<EOF
 # Written by deploy/local/stack.sh: loopback only, AOF with fsync every second, the ACL users of namespace
 # $NAMESPACE (the default user has a password: $SECRETS_DIR/redis-default.password).
@@ -287,6 +355,7 @@ EOF
 
 wait_ready() {
   [[ -x "$PYTHON" ]] || die "no Python at $PYTHON to check the stack (run 'make venv' or set METRICFOLD_PYTHON)"
+  if (( SECURE )); then secure_wait_ready "$@"; return 0; fi
   local auth=()
   [[ -f "$SECRETS_DIR/redis-default.password" ]] && auth=(--redis-password-file "$SECRETS_DIR/redis-default.password")
   # Kafka is ready when as many brokers as there are running nodes are in the cluster's metadata (asked of every
@@ -306,6 +375,7 @@ wait_ready() {
 
 print_env() {  # $1: the Redis user, consumer (default), reader or admin; the password stays in its file
   local user namespace
+  if (( SECURE )); then secure_print_env "${1:-consumer}"; return 0; fi
   case "${1:-consumer}" in
     consumer) user=metricfold-consumer ;;
     reader) user=metricfold-reader ;;
@@ -339,18 +409,26 @@ status() {
     else say "$(node_name "$n"): stopped"; ok=1; fi
   done
   if pid_alive "$REDIS_DIR/redis.pid"; then say "Redis: running, pid $(cat "$REDIS_DIR/redis.pid"), 127.0.0.1:$REDIS_PORT"; else say "Redis: stopped"; ok=1; fi
-  say "data and logs: $STACK_DIR"
+  (( SECURE )) && say "locked down (METRICFOLD_SECURE=1): Kafka SASL_SSL (SCRAM-SHA-512, ACLs per role), Redis TLS only; certificates in $STACK_DIR/secure/tls"
+  say "data and logs: $( (( SECURE )) && echo "$STACK_DIR/secure" || echo "$STACK_DIR")"
   return $ok
 }
 
+remember_mode() { if (( SECURE )); then echo secure; else echo plain; fi > "$STACK_DIR/mode"; }
+
+# shellcheck source=deploy/local/secure.sh
+(( SECURE )) && source "$here/secure.sh"
+
 cmd="${1:-}"
 case "$cmd" in
-  up) mkdir -p "$STACK_DIR"; start_redis; start_kafka; wait_ready; print_env > "$STACK_DIR/env"; say "up; clients: source $STACK_DIR/env" ;;
-  down) stop_kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
+  up) mkdir -p "$STACK_DIR"; check_other_mode; start_redis; start_kafka; wait_ready; remember_mode; print_env > "$STACK_DIR/env"
+      say "up$( (( SECURE )) && echo " (locked down)"); clients: source $STACK_DIR/env$( (( SECURE )) && echo " (the consumer role; bash $here/stack.sh env trainer|consumer|replay|admin|reader for the others)")" ;;
+  down) stop_kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; stop_other_mode ;;
+  mode) if (( SECURE )); then echo secure; else echo plain; fi ;;
   status) status ;;
   env) print_env "${2:-consumer}" ;;
   start-kafka) start_kafka; wait_ready --only kafka ;;
-  start-redis) start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
+  start-redis) start_redis; wait_ready --only redis; remember_mode; print_env > "$STACK_DIR/env" ;;
   stop-kafka) stop_kafka TERM ;;
   stop-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
   kill-kafka) stop_kafka KILL ;;
@@ -361,7 +439,7 @@ case "$cmd" in
   kill-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" KILL ;;
   restart-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" TERM
     start_kafka_node "$n"; WAIT_BOOTSTRAP="127.0.0.1:$(node_port "$n")" wait_ready --only kafka ;;
-  restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis; print_env > "$STACK_DIR/env" ;;
+  restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis; remember_mode; print_env > "$STACK_DIR/env" ;;
   fetch) fetch_kafka ;;
   -h|--help|help|"") sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try: up, down, status, env, --help)" ;;
