@@ -245,6 +245,11 @@ def _mapped(settings: Settings) -> Iterator[None]:
         yield
     except _HandshakeFailed as exc:
         raise StoreUnavailable(f"cannot talk to Redis at {settings.redis_display}: {exc}") from exc
+    except redis.exceptions.NoPermissionError as exc:  # the setup's fault, not an outage to wait out
+        who = settings.redis_username or "default"
+        raise ConfigError(f"Redis user {who!r} was refused ({_shown(exc)}): `metricfold consume`, `replay` and "
+                          "`digest` log in as the writer (metricfold-consumer), the reads as metricfold-reader; "
+                          "see deploy/redis/README.md") from None
     except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
         raise StoreUnavailable(f"cannot reach Redis at {settings.redis_display}: {exc}") from exc
 

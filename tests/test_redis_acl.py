@@ -18,6 +18,7 @@ import secrets
 import socket
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -469,3 +470,25 @@ def test_grafana_dashboard_queries_run_as_the_reader(namespace_users: dict[str, 
     assert answers["sort"] == {"acc.best", "acc.best_step", "grad.norm"}
     assert tables[0] == [["r1", 0.75]] and tables[1][0][0] == "r1"
     assert tables[2] == {"acc.best": "0.75", "acc.best_step": "0", "grad.norm": "2.0"} and tables[3]["state"] == "finished"
+
+
+def test_the_consumer_and_replay_logged_in_as_the_reader_stop_with_a_one_line_error(
+    namespace_users: dict[str, Settings],
+) -> None:
+    """Redis refusing a command (NOPERM) is a setting to fix: `consume` and `replay` stop at once with the user named,
+    no traceback and no password, instead of retrying as they do while Redis is away."""
+    as_reader = namespace_users["reader"]
+    password = as_reader.redis_password
+    assert password is not None
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("METRICFOLD_")},
+           "METRICFOLD_REDIS_USERNAME": str(as_reader.redis_username), "METRICFOLD_REDIS_PASSWORD": password}
+    for command in (["consume", "--until-caught-up", "--quiet"], ["replay", "--quiet"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", *command, "--kafka", as_reader.kafka, "--redis", as_reader.redis,
+             "--topic", as_reader.topic, "--namespace", as_reader.namespace],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"Redis user {as_reader.redis_username!r} was refused (this user has no permissions" in done.stderr
+        assert password not in done.stdout + done.stderr

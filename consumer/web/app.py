@@ -32,7 +32,7 @@ from consumer.web.openapi import openapi
 from consumer.web.params import BadRequest, parse_project, parse_run, parse_table_query, parse_tensor_path
 from consumer.web.security import Guard
 from consumer.web.sse import changes
-from schemas.errors import RunNotFound, StoreUnavailable
+from schemas.errors import ConfigError, RunNotFound, StoreUnavailable
 from schemas.settings import Settings
 from schemas.text import printable
 
@@ -212,6 +212,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> Starlette:
             BadRequest: _bad_request,
             RunNotFound: _not_found,
             StoreUnavailable: _unavailable,
+            ConfigError: _unavailable,  # e.g. Redis refusing this ACL user a command: named, not a 500
             HTTPException: _http,
         },
         lifespan=lifespan,
