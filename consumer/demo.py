@@ -16,7 +16,7 @@ import time
 from consumer.kafka_io import ensure_topics
 from schemas.settings import Settings
 
-__all__ = ["run_demo", "simulate_trainer"]
+__all__ = ["run_demo", "run_trainers", "simulate_trainer"]
 
 RUNS = ("resnet50-lr3e-4", "resnet50-lr1e-3", "vit-b16-lr3e-4")
 RANKS = 2
@@ -62,16 +62,9 @@ def simulate_trainer(settings: Settings, project: str, run_id: str, rank: int, s
             run.summary["notes"] = f"demo run, {steps} steps per rank"
 
 
-def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port: int = 8765) -> int:
-    from consumer.runner import Consumer
-    from consumer.store import Store
-    from consumer.tables import print_run, print_runs
-
-    ensure_topics(settings)
-    project = time.strftime("vision-%Y%m%d-%H%M%S")
-    print(f"Kafka {settings.kafka_display} topic {settings.topic}; Redis {settings.redis_display} namespace {settings.namespace}")
-    print(f"1. {len(RUNS) * RANKS} trainer processes ({len(RUNS)} runs x {RANKS} ranks) log {steps} steps each to demo/{project}")
-    started = time.monotonic()
+def run_trainers(settings: Settings, project: str, steps: int) -> list[int | None]:
+    """Every rank of every demo run as its own process (simulate_trainer), all at once; the exit codes of those that
+    failed."""
     context = multiprocessing.get_context("spawn")
     trainers = [
         context.Process(target=simulate_trainer, args=(settings, project, run_id, rank, steps, 100 * i + rank))
@@ -82,7 +75,20 @@ def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port
         trainer.start()
     for trainer in trainers:
         trainer.join()
-    failed = [t.exitcode for t in trainers if t.exitcode != 0]
+    return [t.exitcode for t in trainers if t.exitcode != 0]
+
+
+def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port: int = 8765) -> int:
+    from consumer.runner import Consumer
+    from consumer.store import Store
+    from consumer.tables import print_run, print_runs
+
+    ensure_topics(settings)
+    project = time.strftime("vision-%Y%m%d-%H%M%S")
+    print(f"Kafka {settings.kafka_display} topic {settings.topic}; Redis {settings.redis_display} namespace {settings.namespace}")
+    print(f"1. {len(RUNS) * RANKS} trainer processes ({len(RUNS)} runs x {RANKS} ranks) log {steps} steps each to demo/{project}")
+    started = time.monotonic()
+    failed = run_trainers(settings, project, steps)
     if failed:
         print(f"   {len(failed)} trainer processes failed (exit codes {failed})")
         return 1

@@ -19,12 +19,13 @@ import argparse
 import logging
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO))
+
+from wait_ready import wait_for  # noqa: E402  (deploy/local, this script's directory, is on sys.path)
 
 from consumer.acl import (  # noqa: E402
     ADMIN,
@@ -188,25 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = {"kafka": lambda: kafka_ready(args.kafka, args.tls, args.secrets),
               "redis": lambda: redis_ready(args.redis, args.tls, args.secrets)}
-    pending = [args.only] if args.only else ["redis", "kafka"]
-    deadline = time.monotonic() + args.timeout
-    last: dict[str, str] = {}
-    while pending:
-        for name in list(pending):
-            problem = checks[name]()
-            if problem is None:
-                print(f"[stack] {name} answers (locked down)", flush=True)
-                pending.remove(name)
-            else:
-                last[name] = problem
-        if pending and time.monotonic() > deadline:
-            for name in pending:
-                print(f"[stack] {name} did not answer in {args.timeout:.0f} s: {last.get(name)}", file=sys.stderr)
-            return 1
-        if pending:
-            time.sleep(0.5)
-    return 0
-
+    return wait_for(checks, args.only, args.timeout, " (locked down)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -183,15 +183,7 @@ tls-key-file $TLS_DIR/redis.key
 tls-ca-cert-file $TLS_DIR/ca.crt
 tls-auth-clients yes
 tls-protocols "TLSv1.2 TLSv1.3"
-protected-mode yes
-daemonize yes
-pidfile $REDIS_DIR/redis.pid
-logfile $LOG_DIR/redis.log
-dir $REDIS_DIR
-appendonly yes
-appendfsync everysec
-save ""
-aclfile $ACL_FILE
+$(redis_common_config)
 EOF
 }
 

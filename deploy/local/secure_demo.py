@@ -15,7 +15,6 @@ their files. Run it with `METRICFOLD_SECURE=1 make demo`; `--no-serve` stops aft
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import shlex
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO))
 
-from consumer.demo import RANKS, RUNS, STEPS, simulate_trainer  # noqa: E402
+from consumer.demo import RANKS, RUNS, STEPS, run_trainers  # noqa: E402
 from schemas.errors import MetricfoldError  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 
@@ -78,14 +77,7 @@ def demo(*, serve: bool, port: int) -> int:
     print(f"2. as Kafka user {trainer.kafka_sasl_username}: {len(RUNS) * RANKS} trainer processes log {STEPS} steps "
           f"each to demo/{project}")
     started = time.monotonic()
-    context = multiprocessing.get_context("spawn")
-    trainers = [context.Process(target=simulate_trainer, args=(trainer, project, run_id, rank, STEPS, 100 * i + rank))
-                for i, run_id in enumerate(RUNS) for rank in range(RANKS)]
-    for process in trainers:
-        process.start()
-    for process in trainers:
-        process.join()
-    failed = [p.exitcode for p in trainers if p.exitcode != 0]
+    failed = run_trainers(trainer, project, STEPS)
     if failed:
         print(f"   {len(failed)} trainer processes failed (exit codes {failed})")
         return 1

@@ -311,6 +311,20 @@ write_acl() {
     || die "could not write the Redis ACL users (see the error above)"
 }
 
+redis_common_config() {  # the lines of redis.conf both modes share (secure.sh puts its TLS lines before them)
+  cat <<EOF
+protected-mode yes
+daemonize yes
+pidfile $REDIS_DIR/redis.pid
+logfile $LOG_DIR/redis.log
+dir $REDIS_DIR
+appendonly yes
+appendfsync everysec
+save ""
+aclfile $ACL_FILE
+EOF
+}
+
 # True when the running Redis was started with the generated ACL users (an older stack.sh started it without)
 acl_loaded() { grep -qxF "aclfile $ACL_FILE" "$REDIS_DIR/redis.conf" 2>/dev/null; }
 
@@ -338,15 +352,7 @@ start_redis() {
 # $NAMESPACE (the default user has a password: $SECRETS_DIR/redis-default.password).
 bind 127.0.0.1
 port $REDIS_PORT
-protected-mode yes
-daemonize yes
-pidfile $REDIS_DIR/redis.pid
-logfile $LOG_DIR/redis.log
-dir $REDIS_DIR
-appendonly yes
-appendfsync everysec
-save ""
-aclfile $ACL_FILE
+$(redis_common_config)
 EOF
   say "starting Redis on 127.0.0.1:$REDIS_PORT (data: $REDIS_DIR, log: $LOG_DIR/redis.log)"
   redis-server "$REDIS_DIR/redis.conf" || { tail -n 20 "$LOG_DIR/redis.log" >&2 || true; die "redis-server did not start"; }

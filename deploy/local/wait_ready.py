@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -62,25 +63,30 @@ def main() -> int:
     logging.basicConfig(level=logging.CRITICAL)  # kafka-python logs every refused connection otherwise
     checks = {"kafka": lambda: kafka_ready(args.kafka, args.brokers),
               "redis": lambda: redis_ready(args.redis, args.redis_password_file)}
-    pending = [args.only] if args.only else ["redis", "kafka"]
-    deadline = time.monotonic() + args.timeout
+    return wait_for(checks, args.only, args.timeout)
+
+
+def wait_for(checks: dict[str, Callable[[], str | None]], only: str | None, timeout: float, note: str = "") -> int:
+    """Run each check (None: ready, else what is wrong) every 0.5 s until all pass (0) or *timeout* s (1), saying
+    which answered (with *note*) and why the others did not."""
+    pending = [only] if only else sorted(checks, reverse=True)  # redis first: it starts faster
+    deadline = time.monotonic() + timeout
     last: dict[str, str] = {}
     while pending:
         for name in list(pending):
             problem = checks[name]()
             if problem is None:
-                print(f"[stack] {name} answers", flush=True)
+                print(f"[stack] {name} answers{note}", flush=True)
                 pending.remove(name)
             else:
                 last[name] = problem
         if pending and time.monotonic() > deadline:
             for name in pending:
-                print(f"[stack] {name} did not answer in {args.timeout:.0f} s: {last.get(name)}", file=sys.stderr)
+                print(f"[stack] {name} did not answer in {timeout:.0f} s: {last.get(name)}", file=sys.stderr)
             return 1
         if pending:
             time.sleep(0.5)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
