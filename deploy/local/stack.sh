@@ -163,6 +163,26 @@ kafka_bootstrap() {  # every node's broker address, comma-separated (METRICFOLD_
   for n in $(seq 1 "$KAFKA_NODES"); do out+="${out:+,}127.0.0.1:$(node_port "$n")"; done
   echo "$out"
 }
+
+kafka_common_config() {  # $1 the node's directory, $2 the internal topics' replication factor, $3 their min ISR
+  cat <<EOF
+log.dirs=$1/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$2
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$2
+transaction.state.log.min.isr=$3
+share.coordinator.state.topic.replication.factor=$2
+share.coordinator.state.topic.min.isr=$3
+group.initial.rebalance.delay.ms=0
+message.max.bytes=$MAX_RECORD_BYTES
+replica.fetch.max.bytes=$MAX_RECORD_BYTES
+num.network.threads=2
+num.io.threads=4
+EOF
+}
+
 # Every Kafka pid file of this stack directory, whatever the node count it was started with
 all_kafka_pidfiles() { local f; for f in "$KAFKA_DIR/kafka.pid" "$KAFKA_DIR"/node*/kafka.pid; do [[ -f "$f" ]] && echo "$f"; done; return 0; }
 
@@ -188,20 +208,7 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$n")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=$rf
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=$rf
-transaction.state.log.min.isr=$isr
-share.coordinator.state.topic.replication.factor=$rf
-share.coordinator.state.topic.min.isr=$isr
-group.initial.rebalance.delay.ms=0
-message.max.bytes=$MAX_RECORD_BYTES
-replica.fetch.max.bytes=$MAX_RECORD_BYTES
-num.network.threads=2
-num.io.threads=4
+$(kafka_common_config "$dir" "$rf" "$isr")
 EOF
     if (( KAFKA_NODES > 1 )); then
       cat <<EOF
