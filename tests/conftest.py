@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cluster import Cluster, start_cluster
 
 from consumer.kafka_io import delete_topics, ensure_topics
 from schemas.settings import Settings
@@ -136,6 +137,38 @@ def redis_client(stack: Stack) -> Iterator[redis.Redis]:
     client = stack.redis()
     yield client
     client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the 3-node Kafka run last, one after the other (in their order otherwise): its three nodes start
+    for the first of them and do not load the machine while the rest of the suite runs."""
+    items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-node Kafka (tests/cluster.py: deploy/local/stack.sh in a directory of its own) started once for the session,
+    on first use, and stopped at its end; tests/test_kafka_cluster.py and tests/chaos/test_chaos_cluster.py share it."""
+    with start_cluster(tmp_path_factory.mktemp("kafka-cluster")) as made:
+        yield made
+
+
+@pytest.fixture
+def cluster_settings(cluster: Cluster, stack: Stack) -> Iterator[Settings]:
+    """A fresh topic on the 3-node Kafka (created by ensure_topics with the default replication: 3 replicas,
+    min.insync.replicas 2) and a fresh namespace in the shared Redis; every node running again afterwards."""
+    tag = uuid.uuid4().hex[:12]
+    made = Settings(kafka=cluster.kafka, redis=stack.redis_url, topic=f"cluster-{tag}", namespace=f"k{tag}", partitions=4,
+                    redis_password=stack.redis_password)
+    ensure_topics(made)
+    yield made
+    cluster.ensure_running()  # a failed fault scenario may have left a node down
+    with contextlib.suppress(Exception):
+        delete_topics(made, [made.topic, made.dead_letter_topic])
+    with contextlib.suppress(redis.RedisError), stack.redis() as client:
+        keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
 
 
 @pytest.fixture(name="read_records")

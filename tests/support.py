@@ -21,6 +21,7 @@ __all__ = [
     "cli_env",
     "consume_all",
     "consumer_process",
+    "longest_log_call",
     "metricfold_cli",
     "produce_stream",
     "read_full_records",
@@ -76,16 +77,21 @@ def read_full_records(settings: Settings, count: int, timeout: float = 30.0, top
 
 
 def produce_stream(
-    settings: Settings, runs: int, events_per_run: int, seed: int, pause_s: float = 0.0, spool_dir: str | None = None
+    settings: Settings, runs: int, events_per_run: int, seed: int, pause_s: float = 0.0, spool_dir: str | None = None,
+    log_times_dir: str | None = None,
 ) -> None:
     """A trainer process: `runs` runs, each with defines, logs, an override and a finish; optional pacing.
 
-    Runs whose events cannot reach Kafka spool them to *spool_dir* (default: the SDK's, ./metricfold-spool)."""
+    Runs whose events cannot reach Kafka spool them to *spool_dir* (default: the SDK's, ./metricfold-spool). With
+    *log_times_dir*, the longest wall time of one `log()` call in this process (seconds) is written to
+    `<log_times_dir>/<seed>` at the end (longest_log_call reads them)."""
     import random
 
     import producer as mf
 
     rng = random.Random(seed)
+    clock = time.perf_counter
+    longest = 0.0
     opened = [
         mf.init(entity="chaos", project=f"p{seed % 3}", run_id=f"s{seed}r{i}", settings=settings, spool_dir=spool_dir)
         for i in range(runs)
@@ -98,13 +104,25 @@ def produce_stream(
         for run in opened:
             for step in range(start, min(start + chunk, events_per_run)):
                 value = rng.random()
+                began = clock()
                 run.log({"loss": value, "acc": 1 - value, "grad": {"norm": rng.gauss(0, 1)}, "epoch": step // 100})
+                longest = max(longest, clock() - began)
             if start == 0:
                 run.summary["note"] = f"override {run.id}"
         if pause_s:
             time.sleep(pause_s)
     for run in opened:
         run.finish()
+    if log_times_dir is not None:
+        Path(log_times_dir, str(seed)).write_text(f"{longest!r}\n")
+
+
+def longest_log_call(log_times_dir: Path, producers: int) -> float:
+    """The longest `log()` call of the trainer processes that wrote to *log_times_dir* (produce_stream); every one
+    of the *producers* must have written its figure."""
+    figures = [float(path.read_text()) for path in log_times_dir.iterdir()]
+    assert len(figures) == producers, f"{len(figures)} of {producers} trainer processes reported their log() times"
+    return max(figures)
 
 
 def stream_events(runs: int, events_per_run: int) -> int:
@@ -168,12 +186,13 @@ def consumer_process(settings: Settings, log: Path, *extra: str) -> subprocess.P
 
 def start_stream(
     settings: Settings, producers: int, runs: int, events_per_run: int, pause_s: float, *, first_seed: int = 0,
-    spool_dir: str | None = None,
+    spool_dir: str | None = None, log_times_dir: str | None = None,
 ) -> list[multiprocessing.process.BaseProcess]:
     """*producers* trainer processes running produce_stream with seeds first_seed, first_seed + 1, ..."""
     context = multiprocessing.get_context("spawn")
     procs: list[multiprocessing.process.BaseProcess] = [
-        context.Process(target=produce_stream, args=(settings, runs, events_per_run, seed, pause_s, spool_dir))
+        context.Process(target=produce_stream,
+                        args=(settings, runs, events_per_run, seed, pause_s, spool_dir, log_times_dir))
         for seed in range(first_seed, first_seed + producers)
     ]
     for p in procs:

@@ -1,22 +1,15 @@
 """A replicated Kafka: `deploy/local/stack.sh` with METRICFOLD_KAFKA_NODES=3 starts three KRaft nodes (a controller
-quorum of three) for this session, on its own directory and ports; the topics metricfold creates there are read back
-from the brokers (replication factor 3, min.insync.replicas=2, no unclean leader election), and a small pipeline runs
-end to end on the cluster (SDK -> `metricfold consume --until-caught-up` -> the shared Redis)."""
+quorum of three) for this session, on its own directory and ports (the `cluster` fixture, tests/cluster.py, shared
+with tests/chaos/test_chaos_cluster.py); the topics metricfold creates there are read back from the brokers
+(replication factor 3, min.insync.replicas=2, no unclean leader election), and a small pipeline runs end to end on
+the cluster (SDK -> `metricfold consume --until-caught-up` -> the shared Redis)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import socket
-import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
+from cluster import NODES, Cluster
 from kafka import KafkaAdminClient
 
 from consumer.kafka_io import delete_topics, ensure_topics, replication_plan, topic_config
@@ -25,73 +18,6 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 from support import metricfold_cli, produce_stream, stream_events
-
-REPO = Path(__file__).resolve().parent.parent
-STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
-#: (first broker port, first controller port) to try; node N listens on +2(N-1) of each (stack.sh)
-PORT_CHOICES = [(19592, 19593), (19692, 19693), (19792, 19793)]
-NODES = 3
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """The session's 3-node Kafka (stack.sh in *stack_dir* with these ports); `control` runs stack.sh commands."""
-
-    stack_dir: Path
-    kafka_port: int
-    controller_port: int
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "METRICFOLD_STACK_DIR": str(self.stack_dir), "METRICFOLD_KAFKA_NODES": str(NODES),
-                "METRICFOLD_KAFKA_PORT": str(self.kafka_port), "METRICFOLD_KAFKA_CONTROLLER_PORT": str(self.controller_port)}
-
-    @property
-    def kafka(self) -> str:
-        return ",".join(f"127.0.0.1:{self.kafka_port + 2 * n}" for n in range(NODES))
-
-    def control(self, *command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(STACK_SCRIPT), *command], cwd=REPO, env=self.env, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three Kafka nodes started once for the session (stack.sh start-kafka), stopped at its end (stack.sh down)."""
-    for kafka_port, controller_port in PORT_CHOICES:
-        if all(_port_free(kafka_port + 2 * n) and _port_free(controller_port + 2 * n) for n in range(NODES)):
-            break
-    else:
-        pytest.fail(f"no free loopback ports for a 3-node Kafka among {PORT_CHOICES}")
-    made = Cluster(tmp_path_factory.mktemp("kafka-cluster"), kafka_port, controller_port)
-    started = made.control("start-kafka")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield made
-    finally:
-        stopped = made.control("down")
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-
-
-@pytest.fixture
-def cluster_settings(cluster: Cluster, stack: Any) -> Iterator[Settings]:
-    """A fresh topic on the cluster (created by ensure_topics with the default replication) and a fresh namespace in
-    the shared Redis."""
-    tag = uuid.uuid4().hex[:12]
-    made = Settings(kafka=cluster.kafka, redis=stack.redis_url, topic=f"cluster-{tag}", namespace=f"k{tag}", partitions=4,
-                    redis_password=stack.redis_password)
-    ensure_topics(made)
-    yield made
-    with contextlib.suppress(Exception):
-        delete_topics(made, [made.topic, made.dead_letter_topic])
-    with contextlib.suppress(redis.RedisError), stack.redis() as client:
-        keys = list(client.scan_iter(match=f"{made.namespace}*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.unlink(*keys[start : start + 500])
 
 
 def replicas(settings: Settings, topic: str) -> dict[int, tuple[list[int], list[int]]]:

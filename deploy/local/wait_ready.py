@@ -20,7 +20,10 @@ def kafka_ready(bootstrap: str, brokers: int = 1) -> str | None:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, client_id="metricfold-wait")
+        # bootstrap_timeout_ms: a node asked before it serves fails this try in 3 s, and the next try (0.5 s later)
+        # finds it; with kafka-python's default (30 s) one early try held `stack.sh start-kafka-node` for 30 s
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000,
+                                 client_id="metricfold-wait")
     except (KafkaError, OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     try:

@@ -4,6 +4,10 @@
 Kafka and Redis for this session only; the scenarios kill and restart them (`kill-kafka`, `kill-redis`, ...),
 and the session stops them at the end (`down`). Each test still gets its own topic and namespace.
 
+The exception: test_chaos_cluster.py faults the session's 3-node Kafka (the `cluster` fixture of tests/conftest.py,
+a stack.sh directory and ports of its own) and folds into the shared Redis, which it never faults, under a fresh
+namespace (`cluster_settings`).
+
 METRICFOLD_CHAOS=full (`make chaos`) runs every scenario at full size; otherwise the short versions run
 (`make test`).
 """
