@@ -204,13 +204,23 @@ def batch_timings(paths: list[Path], since: float, until: float) -> dict[str, fl
         "send_to_visible": [r["oldest_age_ms"] + r["fold_ms"] + r["redis_ms"] for r in rows
                             if r["oldest_age_ms"] is not None],
     }
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"batches": float(len(rows))}
     for name, values in columns.items():
         ordered = sorted(values)
         unit = "" if name in ("batch_records", "batch_runs") else "_ms"
         for q, label in ((0.5, "p50"), (0.99, "p99")):
             out[f"{name}_{label}{unit}"] = round(percentile(ordered, q), 1) if ordered else 0.0
     return out
+
+
+_REDIS_COUNTERS = ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes")
+
+
+def redis_counters(client: redis.Redis) -> dict[str, int]:
+    """Redis's own counters of commands and network bytes (INFO stats): their growth over the logging time, per event
+    and per consumer batch, is what docs/SCALING.md sizes Redis with. They count every client of the server."""
+    stats = client.info("stats")
+    return {name: int(stats[name]) for name in _REDIS_COUNTERS}
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -309,6 +319,7 @@ def main() -> int:
             time.sleep(0.1)
         time.sleep(2.0)  # the consumer folds the opening events
         print(f"logging {args.rate:,.0f} events/s for {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
+        redis_before = redis_counters(client)
         go.set()
         series: list[dict[str, float]] = []
         began = time.time()
@@ -336,6 +347,7 @@ def main() -> int:
                 print("the consumer did not catch up within 120 s of the end", file=sys.stderr)
                 break
         drained_at = time.time()
+        redis_after = redis_counters(client)
         harness_cpu_s = os.times().user + os.times().system
         stop.set()  # now the trainers finish their runs
         for p in trainers:
@@ -378,6 +390,16 @@ def main() -> int:
         return round(sum(p[field] for p in logging) / len(logging), 2) if logging else 0.0
 
     batches = batch_timings(timings, began + args.warmup, began + args.seconds)
+    all_batches = batch_timings(timings, began, drained_at).get("batches", 0.0)
+    grown = {name: redis_after[name] - redis_before[name] for name in _REDIS_COUNTERS}
+    logged_events = max(total, 1)
+    redis_use = {
+        "redis_commands_per_event": round(grown["total_commands_processed"] / logged_events, 3),
+        "redis_bytes_in_per_event": round(grown["total_net_input_bytes"] / logged_events, 1),
+        "redis_bytes_out_per_event": round(grown["total_net_output_bytes"] / logged_events, 1),
+        "redis_commands_per_batch": round(grown["total_commands_processed"] / all_batches, 1) if all_batches else None,
+        "redis_bytes_in_per_batch": round(grown["total_net_input_bytes"] / all_batches) if all_batches else None,
+    }
     result = {
         "freshness_p50_ms": round(percentile(ages, 0.50), 1),
         "freshness_p99_ms": round(percentile(ages, 0.99), 1),
@@ -403,6 +425,7 @@ def main() -> int:
         "seconds": args.seconds,
         "target_rate": args.rate,
         **batches,
+        **redis_use,
         "sdk_linger_ms": round(tick * 1000),
     }
     args.series.parent.mkdir(parents=True, exist_ok=True)
@@ -430,6 +453,11 @@ def main() -> int:
         ("consumer batch p50 / p99 (ms): poll, fold, Redis",
          ", ".join(f"{batches.get(f'batch_{part}_p50_ms')} / {batches.get(f'batch_{part}_p99_ms')}"
                    for part in ("poll", "fold", "redis"))),
+        ("Redis commands / bytes in / bytes out per event (INFO stats, every client: the sampler's reads too)",
+         f"{redis_use['redis_commands_per_event']} / {redis_use['redis_bytes_in_per_event']} / "
+         f"{redis_use['redis_bytes_out_per_event']}"),
+        ("Redis commands / bytes in per consumer batch", f"{redis_use['redis_commands_per_batch']} / "
+         f"{redis_use['redis_bytes_in_per_batch']}"),
     ]
     print_measures(rows, result)
     return 0
