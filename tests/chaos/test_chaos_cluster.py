@@ -109,9 +109,20 @@ def _kill_and_restart(cluster: Cluster, node: int, topic: str) -> dict[str, floa
             "full_isr_s": round(isr_s, 1), "fault_s": round(time.monotonic() - began, 1)}
 
 
-def test_kill_9_of_the_broker_leading_most_partitions_mid_stream_loses_doubles_and_spools_nothing(
-    cluster: Cluster, cluster_settings: Settings, tmp_path: Path
+#: whom to kill -9: the broker leading most of the topic's partitions, or the controller quorum's leader
+VICTIMS: dict[str, tuple[str, Callable[[Cluster, str], int]]] = {
+    "partition-leader": ("3-node Kafka: kill -9 of the broker leading most partitions, then restart",
+                         lambda cluster, topic: cluster.partition_leader(topic)),
+    "quorum-leader": ("3-node Kafka: kill -9 of the controller quorum leader, then restart",
+                      lambda cluster, topic: cluster.quorum_leader()),
+}
+
+
+@pytest.mark.parametrize("victim", list(VICTIMS))
+def test_kill_9_of_a_leading_node_mid_stream_loses_doubles_and_spools_nothing(
+    cluster: Cluster, cluster_settings: Settings, tmp_path: Path, victim: str
 ) -> None:
+    name, choose = VICTIMS[victim]
     rounds = 3 if FULL else 1
     stream = Stream(4, 5, 12_000, 2.5) if FULL else Stream(3, 4, 5_000, 2.5)
     cluster.wait_full_isr()
@@ -121,13 +132,12 @@ def test_kill_9_of_the_broker_leading_most_partitions_mid_stream_loses_doubles_a
     def faults(live: Live) -> dict[str, object]:
         for _ in range(rounds):
             live.folding()
-            killed.append(cluster.partition_leader(cluster_settings.topic))
+            killed.append(choose(cluster, cluster_settings.topic))
             steps.append(_kill_and_restart(cluster, killed[-1], cluster_settings.topic))
         return {"rounds": rounds, "killed": killed, "steps": steps}
 
     result, details, spooled = _stream_through(cluster_settings, tmp_path, stream, faults)
-    record("3-node Kafka: kill -9 of the broker leading most partitions, then restart", result, **details,
-           spooled=spooled)
+    record(name, result, **details, spooled=spooled)
 
     _check(result, details, spooled, stream)
 
@@ -156,28 +166,6 @@ def test_rolling_restart_of_all_three_nodes_mid_stream_loses_doubles_and_spools_
 
     result, details, spooled = _stream_through(cluster_settings, tmp_path, stream, faults)
     record("3-node Kafka: rolling restart of all three nodes", result, **details, spooled=spooled)
-
-    _check(result, details, spooled, stream)
-
-
-def test_kill_9_of_the_controller_quorum_leader_mid_stream_loses_doubles_and_spools_nothing(
-    cluster: Cluster, cluster_settings: Settings, tmp_path: Path
-) -> None:
-    rounds = 3 if FULL else 1
-    stream = Stream(4, 5, 12_000, 2.5) if FULL else Stream(3, 4, 5_000, 2.5)
-    cluster.wait_full_isr()
-    steps: list[dict[str, float]] = []
-    killed: list[int] = []
-
-    def faults(live: Live) -> dict[str, object]:
-        for _ in range(rounds):
-            live.folding()
-            killed.append(cluster.quorum_leader())
-            steps.append(_kill_and_restart(cluster, killed[-1], cluster_settings.topic))
-        return {"rounds": rounds, "killed": killed, "steps": steps}
-
-    result, details, spooled = _stream_through(cluster_settings, tmp_path, stream, faults)
-    record("3-node Kafka: kill -9 of the controller quorum leader, then restart", result, **details, spooled=spooled)
 
     _check(result, details, spooled, stream)
 
