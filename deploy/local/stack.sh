@@ -24,6 +24,7 @@
 #   METRICFOLD_STACK_DIR  data, logs, pid files and passwords (default: <repo>/.stack)
 #   METRICFOLD_CACHE_DIR  the Kafka jars from Maven Central (default: ~/.cache/metricfold), reused when present
 #   METRICFOLD_KAFKA_HEAP (512m; 384m per node in a cluster)
+#   METRICFOLD_KAFKA_JVM_OPTS (G1; in a cluster: serial GC, one core, C1 only, as its nodes share this host)
 #   METRICFOLD_PYTHON  the Python with kafka-python and redis (default: <repo>/.venv)
 #   METRICFOLD_KAFKA_NODES (1)  Kafka nodes, 1 to 5, each a combined broker+controller (a controller quorum of all).
 #     Node N (from 1) listens on METRICFOLD_KAFKA_PORT + 2(N-1) and its controller on
@@ -60,6 +61,11 @@ else
 fi
 [[ "$KAFKA_NODES" =~ ^[1-5]$ ]] || { printf '[stack] error: METRICFOLD_KAFKA_NODES=%s: say how many Kafka nodes, 1 to 5\n' "$KAFKA_NODES" >&2; exit 1; }
 if (( KAFKA_NODES == 1 )); then KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-512m}"; else KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-384m}"; fi
+# Several brokers on one host: each JVM sized for one core, C1 only, serial GC. A node's start then costs ~5 s of CPU
+# instead of ~25 (what the cluster tests pay at every restart); under bench/load.py no clear difference either way
+# (docs/SCALING.md). One node keeps the JVM's defaults.
+if (( KAFKA_NODES == 1 )); then KAFKA_JVM_OPTS="${METRICFOLD_KAFKA_JVM_OPTS:--XX:+UseG1GC}"
+else KAFKA_JVM_OPTS="${METRICFOLD_KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:ActiveProcessorCount=1 -XX:TieredStopAtLevel=1}"; fi
 PYTHON="${METRICFOLD_PYTHON:-$repo/.venv/bin/python}"
 JARS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 # the plain stack's data and logs; the secure stack's are in <stack dir>/secure
@@ -245,7 +251,7 @@ start_kafka_node() {  # $1: the node number
     fi
   fi
   say "starting $name ($KAFKA_VERSION) on 127.0.0.1:$(node_port "$n")$( (( SECURE )) && echo ", SASL_SSL only") (logs: $logs/server.log)"
-  nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+  nohup java -Xms128m -Xmx"$KAFKA_HEAP" $KAFKA_JVM_OPTS -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$logs" \
     -cp "$JARS/*" kafka.Kafka "$dir/server.properties" >"$logs/kafka.out" 2>&1 </dev/null &
   echo $! > "$dir/kafka.pid"
