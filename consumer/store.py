@@ -166,6 +166,10 @@ class _HandshakeFailed(redis.ConnectionError):
     """A new connection's handshake failed: the server is not Redis, refused the credentials or has no such database."""
 
 
+class _ClusterRefused(_HandshakeFailed):
+    """The server is a Redis Cluster node, which the store cannot write to yet: a setup error, not an outage."""
+
+
 def _shown(exc: BaseException) -> str:
     """An error's text as it may be shown: what a server that is not Redis sent may hold anything."""
     return printable(str(exc)[:200])
@@ -201,6 +205,32 @@ def _handshake(connection: Any) -> None:
         raise _HandshakeFailed(f"the server there does not speak the Redis protocol ({_shown(exc)})") from exc
     if reply not in (b"PONG", "PONG"):
         raise _HandshakeFailed(f"the server there does not speak the Redis protocol (it answered PING with {reply!r:.60})")
+    if _server_mode(connection) == "cluster":
+        raise _ClusterRefused(
+            "it is a Redis Cluster node, and metricfold does not run on Redis Cluster yet: a batch's write is one "
+            "script over keys of many hash slots, which a cluster refuses (README, 'Redis Cluster'). Point "
+            "METRICFOLD_REDIS at a standalone Redis")
+
+
+def _server_mode(connection: Any) -> str:
+    """`mode` of HELLO's reply: standalone, sentinel or cluster. redis-py keeps the reply when it set the connection
+    up with HELLO (RESP3); else HELLO is sent here with the connection's own protocol version, which leaves the
+    connection as it was (HELLO needs no ACL permission). "" when the server does not say (a Redis before 6 has no
+    HELLO, and no cluster to refuse)."""
+    reply = getattr(connection, "handshake_metadata", None)
+    if not reply:
+        try:
+            connection.send_command("HELLO", str(getattr(connection, "protocol", None) or 2), check_health=False)
+            reply = connection.read_response()
+        except (redis.ResponseError, redis.exceptions.InvalidResponse):
+            return ""
+    if isinstance(reply, list):  # RESP2: field, value, field, value, ...
+        reply = {reply[i]: reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+    if not isinstance(reply, dict):
+        return ""
+    fields = {_text(key): value for key, value in reply.items() if isinstance(key, bytes | str)}
+    mode = fields.get("mode", "")
+    return _text(mode) if isinstance(mode, bytes | str) else ""
 
 
 def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
@@ -243,6 +273,8 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
 def _mapped(settings: Settings) -> Iterator[None]:
     try:
         yield
+    except _ClusterRefused as exc:
+        raise ConfigError(f"Redis at {settings.redis_display}: {exc}") from None
     except _HandshakeFailed as exc:
         raise StoreUnavailable(f"cannot talk to Redis at {settings.redis_display}: {exc}") from exc
     except redis.exceptions.NoPermissionError as exc:  # the setup's fault, not an outage to wait out
