@@ -13,6 +13,7 @@
 #   deploy/local/stack.sh kill-redis | kill-kafka      kill -9 (for fault tests; kill-kafka: every Kafka node)
 #   deploy/local/stack.sh start-kafka-node N | stop-kafka-node N | kill-kafka-node N | restart-kafka-node N
 #                                   one node of a Kafka cluster (N from 1; kill: kill -9), for fault tests
+#   deploy/local/stack.sh start-redis-node N | stop-redis-node N | kill-redis-node N    one node of a Redis Cluster
 #
 # Redis has three ACL users (deploy/redis/README.md): default (the administrator), metricfold-consumer and
 # metricfold-reader, written by `python -m consumer.acl` for METRICFOLD_NAMESPACE each time Redis starts. Their
@@ -33,6 +34,10 @@
 #     topics: replication factor min(3, nodes), min.insync.replicas 2 from 3 nodes on (else 1), no unclean leader
 #     election. The stack directory remembers its node count (<stack dir>/kafka/nodes): later commands without
 #     the variable use it; METRICFOLD_KAFKA_NODES=1 goes back to one node (`down` first).
+#   METRICFOLD_REDIS_MODE (standalone)  cluster: a Redis Cluster of 6 nodes, 3 masters + 3 replicas, on
+#     METRICFOLD_REDIS_PORT .. +5 (bus ports +10000; deploy/local/redis-cluster.sh); the stack directory remembers it
+#     (<stack dir>/redis-mode). metricfold itself does not write to a Redis Cluster yet: it refuses one by name.
+#     METRICFOLD_REDIS_CLUSTER_NODE_TIMEOUT (2000 ms) how soon a replica takes over from a master that stopped.
 #   METRICFOLD_SECURE  1: the stack locked down (deploy/local/secure.sh: Kafka SASL_SSL with SCRAM users and ACLs per
 #     role, Redis TLS only, a private CA; one Kafka node), its data, logs and certificates in <stack dir>/secure; 0:
 #     the plain stack. The stack directory remembers its mode (<stack dir>/mode): later commands without the variable
@@ -58,6 +63,14 @@ if (( SECURE )); then
   [[ "$KAFKA_NODES" == 1 ]] || { printf '[stack] error: METRICFOLD_SECURE=1 runs one Kafka node (a locked-down cluster is not built yet); unset METRICFOLD_KAFKA_NODES\n' >&2; exit 1; }
 else
   KAFKA_NODES="${METRICFOLD_KAFKA_NODES:-$(cat "$STACK_DIR/kafka/nodes" 2>/dev/null || echo 1)}"
+fi
+case "${METRICFOLD_REDIS_MODE:-$(cat "$STACK_DIR/redis-mode" 2>/dev/null || echo standalone)}" in
+  standalone) REDIS_CLUSTER=0 ;;
+  cluster) REDIS_CLUSTER=1 ;;
+  *) printf '[stack] error: METRICFOLD_REDIS_MODE=%s: say standalone or cluster\n' "$METRICFOLD_REDIS_MODE" >&2; exit 1 ;;
+esac
+if (( SECURE && REDIS_CLUSTER )); then
+  printf '[stack] error: METRICFOLD_SECURE=1 runs a standalone Redis (a locked-down Redis Cluster is not built yet); unset METRICFOLD_REDIS_MODE\n' >&2; exit 1
 fi
 [[ "$KAFKA_NODES" =~ ^[1-5]$ ]] || { printf '[stack] error: METRICFOLD_KAFKA_NODES=%s: say how many Kafka nodes, 1 to 5\n' "$KAFKA_NODES" >&2; exit 1; }
 if (( KAFKA_NODES == 1 )); then KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-512m}"; else KAFKA_HEAP="${METRICFOLD_KAFKA_HEAP:-384m}"; fi
@@ -324,13 +337,14 @@ write_acl() {
     || die "could not write the Redis ACL users (see the error above)"
 }
 
-redis_common_config() {  # the lines of redis.conf both modes share (secure.sh puts its TLS lines before them)
+redis_common_config() {  # the lines of redis.conf all modes share (secure.sh puts its TLS lines before them);
+  # $1 the data directory (default: the Redis directory), $2 the log file (default: <logs>/redis.log)
   cat <<EOF
 protected-mode yes
 daemonize yes
-pidfile $REDIS_DIR/redis.pid
-logfile $LOG_DIR/redis.log
-dir $REDIS_DIR
+pidfile ${1:-$REDIS_DIR}/redis.pid
+logfile ${2:-$LOG_DIR/redis.log}
+dir ${1:-$REDIS_DIR}
 appendonly yes
 appendfsync everysec
 save ""
@@ -339,9 +353,18 @@ EOF
 }
 
 # True when the running Redis was started with the generated ACL users (an older stack.sh started it without)
-acl_loaded() { grep -qxF "aclfile $ACL_FILE" "$REDIS_DIR/redis.conf" 2>/dev/null; }
+acl_loaded() {
+  local conf="$REDIS_DIR/redis.conf"
+  (( REDIS_CLUSTER )) && conf="$REDIS_DIR/node1/redis.conf"
+  grep -qxF "aclfile $ACL_FILE" "$conf" 2>/dev/null
+}
 
 start_redis() {
+  if (( REDIS_CLUSTER )); then start_redis_cluster; return 0; fi
+  local f
+  for f in "$REDIS_DIR"/node*/redis.pid; do
+    pid_alive "$f" && die "a Redis Cluster runs from $STACK_DIR ($f); stop it first (make down), or use it with METRICFOLD_REDIS_MODE=cluster"
+  done
   if pid_alive "$REDIS_DIR/redis.pid"; then
     say "Redis already running (pid $(cat "$REDIS_DIR/redis.pid")) on 127.0.0.1:$REDIS_PORT"
     acl_loaded || say "warning: this Redis was started without the ACL users (its default user needs no password): run 'bash $here/stack.sh restart-redis'"
@@ -375,6 +398,7 @@ EOF
 wait_ready() {
   [[ -x "$PYTHON" ]] || die "no Python at $PYTHON to check the stack (run 'make venv' or set METRICFOLD_PYTHON)"
   if (( SECURE )); then secure_wait_ready "$@"; return 0; fi
+  if (( REDIS_CLUSTER )) && [[ "$*" != *"--only kafka"* ]]; then wait_redis_cluster; fi
   local auth=()
   [[ -f "$SECRETS_DIR/redis-default.password" ]] && auth=(--redis-password-file "$SECRETS_DIR/redis-default.password")
   # Kafka is ready when as many brokers as there are running nodes are in the cluster's metadata (asked of every
@@ -427,38 +451,58 @@ status() {
       say "$(node_name "$n"): running, pid $(cat "$dir/kafka.pid"), 127.0.0.1:$(node_port "$n")$( (( KAFKA_NODES > 1 )) && echo " (controller 127.0.0.1:$(node_controller_port "$n"))")"
     else say "$(node_name "$n"): stopped"; ok=1; fi
   done
-  if pid_alive "$REDIS_DIR/redis.pid"; then say "Redis: running, pid $(cat "$REDIS_DIR/redis.pid"), 127.0.0.1:$REDIS_PORT"; else say "Redis: stopped"; ok=1; fi
+  if (( REDIS_CLUSTER )); then status_redis_cluster || ok=1
+  elif pid_alive "$REDIS_DIR/redis.pid"; then say "Redis: running, pid $(cat "$REDIS_DIR/redis.pid"), 127.0.0.1:$REDIS_PORT"; else say "Redis: stopped"; ok=1; fi
   (( SECURE )) && say "locked down (METRICFOLD_SECURE=1): Kafka SASL_SSL (SCRAM-SHA-512, ACLs per role), Redis TLS only; certificates in $STACK_DIR/secure/tls"
   say "data and logs: $( (( SECURE )) && echo "$STACK_DIR/secure" || echo "$STACK_DIR")"
   return $ok
 }
 
-remember_mode() { if (( SECURE )); then echo secure; else echo plain; fi > "$STACK_DIR/mode"; }
+remember_mode() {
+  if (( SECURE )); then echo secure; else echo plain; fi > "$STACK_DIR/mode"
+  if (( REDIS_CLUSTER )); then echo cluster; else echo standalone; fi > "$STACK_DIR/redis-mode"
+}
+
+# Every Redis of this stack directory: the standalone server, or each node of a cluster (whichever mode started it)
+stop_redis() {  # $1 signal
+  local f n
+  stop_pidfile "$REDIS_DIR/redis.pid" Redis "$1"
+  for f in "$REDIS_DIR"/node*/redis.pid; do
+    [[ -f "$f" ]] || continue
+    n="${f%/redis.pid}"; stop_pidfile "$f" "Redis node ${n##*/node}" "$1"
+  done
+}
 
 # shellcheck source=deploy/local/secure.sh
 (( SECURE )) && source "$here/secure.sh"
+# shellcheck source=deploy/local/redis-cluster.sh
+(( REDIS_CLUSTER )) && source "$here/redis-cluster.sh"
+need_cluster() { (( REDIS_CLUSTER )) || die "'$1' is for a Redis Cluster (METRICFOLD_REDIS_MODE=cluster); this stack runs a standalone Redis"; }
 
 cmd="${1:-}"
 case "$cmd" in
   up) mkdir -p "$STACK_DIR"; check_other_mode; start_redis; start_kafka; wait_ready; remember_mode; print_env > "$STACK_DIR/env"
       say "up$( (( SECURE )) && echo " (locked down)"); clients: source $STACK_DIR/env$( (( SECURE )) && echo " (the consumer role; bash $here/stack.sh env trainer|consumer|replay|admin|reader for the others)")" ;;
-  down) stop_kafka TERM; stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; stop_other_mode ;;
+  down) stop_kafka TERM; stop_redis TERM; stop_other_mode ;;
   mode) if (( SECURE )); then echo secure; else echo plain; fi ;;
   status) status ;;
   env) print_env "${2:-consumer}" ;;
   start-kafka) start_kafka; wait_ready --only kafka ;;
   start-redis) start_redis; wait_ready --only redis; remember_mode; print_env > "$STACK_DIR/env" ;;
   stop-kafka) stop_kafka TERM ;;
-  stop-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM ;;
+  stop-redis) stop_redis TERM ;;
   kill-kafka) stop_kafka KILL ;;
-  kill-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis KILL ;;
+  kill-redis) stop_redis KILL ;;
   restart-kafka) stop_kafka TERM; start_kafka; wait_ready --only kafka ;;
   start-kafka-node) n="$(node_arg "${2:-}")"; start_kafka_node "$n"; WAIT_BOOTSTRAP="127.0.0.1:$(node_port "$n")" wait_ready --only kafka ;;
   stop-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" TERM ;;
   kill-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" KILL ;;
   restart-kafka-node) n="$(node_arg "${2:-}")"; stop_pidfile "$(node_dir "$n")/kafka.pid" "$(node_name "$n")" TERM
     start_kafka_node "$n"; WAIT_BOOTSTRAP="127.0.0.1:$(node_port "$n")" wait_ready --only kafka ;;
-  restart-redis) stop_pidfile "$REDIS_DIR/redis.pid" Redis TERM; start_redis; wait_ready --only redis; remember_mode; print_env > "$STACK_DIR/env" ;;
+  restart-redis) stop_redis TERM; start_redis; wait_ready --only redis; remember_mode; print_env > "$STACK_DIR/env" ;;
+  start-redis-node) need_cluster "$cmd"; n="$(redis_node_arg "${2:-}")"; start_redis_node "$n"; wait_redis_cluster ;;
+  stop-redis-node) need_cluster "$cmd"; n="$(redis_node_arg "${2:-}")"; stop_pidfile "$(redis_node_dir "$n")/redis.pid" "$(redis_node_name "$n")" TERM ;;
+  kill-redis-node) need_cluster "$cmd"; n="$(redis_node_arg "${2:-}")"; stop_pidfile "$(redis_node_dir "$n")/redis.pid" "$(redis_node_name "$n")" KILL ;;
   fetch) fetch_kafka ;;
   -h|--help|help|"") sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try: up, down, status, env, --help)" ;;
