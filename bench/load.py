@@ -61,6 +61,7 @@ from measures import print_measures  # noqa: E402
 
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
 from consumer.store import Keys  # noqa: E402
+from consumer.store.keys import active_key  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 
 ENTITY, PROJECT = "load", "bench"
@@ -291,9 +292,9 @@ def main() -> int:
     stop = context.Event()
     try:
         deadline = time.monotonic() + 60
-        while client.get(f"{settings.namespace}:active") is None and time.monotonic() < deadline:
+        while client.get(active_key(settings.namespace)) is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        active = client.get(f"{settings.namespace}:active")
+        active = client.get(active_key(settings.namespace))
         generation = active.decode() if isinstance(active, bytes) else "g1"
         keys = Keys(settings.namespace, generation)
         sampler = Sampler(settings, generation)

@@ -49,7 +49,7 @@ USERS = (ADMIN, CONSUMER, READER)
 
 #: what a connection needs besides AUTH and HELLO (which need no permission): PING, redis-py's health check
 _CONNECTION = ("ping",)
-#: the read side: the keys Store and Grafana read directly, FCALL_RO of the read functions (consumer/lua.py; they
+#: the read side: the keys Store and Grafana read directly, FCALL_RO of the read functions (consumer/store/lua/; they
 #: run HGETALL, HMGET, SISMEMBER, ZRANGE, ZREVRANGE, ZCARD, SMEMBERS, GET with the caller's rights), and the live
 #: pages' subscriptions (ChangeFeed)
 _READ = ("get", "hgetall", "hmget", "sismember", "smembers", "zrange", "zrevrange", "zcard", "fcall_ro",

@@ -20,16 +20,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from consumer.store import Store
+from consumer.store import Keys, Store
+from consumer.store.keys import CHECKPOINT_PART
 
 __all__ = ["digest_generation", "dump_generation"]
 
-_EXCLUDED_PARTS = (b"checkpoint:",)
+_EXCLUDED_PARTS = (CHECKPOINT_PART.encode(),)
 
 
 def dump_generation(store: Store, generation: str) -> dict[bytes, tuple[str, Any]]:
     """Every key of the generation (prefix removed) -> (type, canonical contents)."""
-    prefix = f"{store.settings.namespace}:{generation}:".encode()
+    prefix = f"{Keys(store.settings.namespace, generation).prefix}:".encode()
     client = store.client
     keys = sorted(k for k in client.scan_iter(match=prefix + b"*", count=2000) if k.startswith(prefix))
     out: dict[bytes, tuple[str, Any]] = {}

@@ -19,7 +19,8 @@ from kafka import KafkaProducer
 
 import consumer.events
 import consumer.runner
-import consumer.store
+import consumer.store.client
+import consumer.store.writer
 from consumer.digest import digest_generation
 from consumer.replay import replay
 from consumer.store import Store
@@ -144,7 +145,7 @@ def test_a_record_that_cannot_be_encoded_for_redis_between_valid_ones(
 def lua_refuses_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
     """apply_runs gets a document Lua's JSON parser refuses whenever the runs' changes hold "poison": the real
     script fails in the real Redis. Yields how many calls were refused."""
-    real = consumer.store._encode_runs
+    real = consumer.store.writer._encode_runs
     refused = 0
 
     def encode_runs(runs: Any, writes: Any) -> bytes:
@@ -155,7 +156,7 @@ def lua_refuses_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[],
             return b"{not json"
         return document
 
-    monkeypatch.setattr(consumer.store, "_encode_runs", encode_runs)
+    monkeypatch.setattr(consumer.store.writer, "_encode_runs", encode_runs)
     yield lambda: refused
 
 
@@ -196,7 +197,7 @@ def test_only_errors_a_script_raised_on_its_data_count_as_the_records_fault() ->
     import redis
 
     data = redis.exceptions.ResponseError("user_script:1: Expected value but found invalid token script: 3684ed")
-    assert consumer.store._script_error(data)
+    assert consumer.store.client._script_error(data)
     for setup in (
         redis.exceptions.ResponseError("The user executing the script can't run this command or subcommand script: a60f"),
         redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'. script: a60f"),
@@ -205,4 +206,4 @@ def test_only_errors_a_script_raised_on_its_data_count_as_the_records_fault() ->
         redis.exceptions.ResponseError("CLUSTERDOWN The cluster is down"),
         redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"),
     ):
-        assert not consumer.store._script_error(setup), setup
+        assert not consumer.store.client._script_error(setup), setup

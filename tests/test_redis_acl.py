@@ -32,9 +32,9 @@ import consumer.store
 import producer as mf
 from consumer.acl import ADMIN, CONSUMER, READER, USERS, password_file, user_rules, write_acl
 from consumer.digest import digest_generation
-from consumer.lua import read_library
 from consumer.replay import replay
 from consumer.store import ChangeFeed, Store, redis_client
+from consumer.store.scripts import read_library
 from consumer.web.server import ServerThread
 from schemas.errors import ConfigError, StoreUnavailable
 from schemas.settings import Settings

@@ -24,7 +24,8 @@ import pytest
 import redis
 
 import producer as mf
-from consumer.store import ChangeFeed, Store, _mapped
+from consumer.store import ChangeFeed, Store
+from consumer.store.client import _mapped
 from consumer.web.server import ServerThread
 from producer.api import Api
 from schemas.errors import StoreUnavailable

@@ -1,0 +1,68 @@
+"""Generations: each fold of the topic writes one (`<ns>:<gen>:...`); `<ns>:active` names the one readers use, and a
+replay builds a new one beside it and switches in one step."""
+
+from __future__ import annotations
+
+import redis
+
+from consumer.store.client import _mapped
+from consumer.store.keys import Keys, active_key
+from schemas.settings import Settings
+
+__all__ = ["Generations"]
+
+
+class Generations:
+    """The store's generation handling (a part of `Store`): which one is active, making, switching, deleting."""
+
+    settings: Settings
+    client: redis.Redis
+    _generation: str | None
+
+    def active_generation(self) -> str | None:
+        with _mapped(self.settings):
+            value = self.client.get(active_key(self.settings.namespace))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def set_active(self, generation: str) -> None:
+        """Make *generation* the one every reader and the live consumer use, in one step."""
+        with _mapped(self.settings):
+            self.client.set(active_key(self.settings.namespace), generation)
+
+    def generation_has_keys(self, generation: str) -> bool:
+        with _mapped(self.settings):
+            keys = self.client.scan_iter(match=Keys(self.settings.namespace, generation).every_key, count=1000)
+            return next(iter(keys), None) is not None
+
+    def delete_generation(self, generation: str) -> int:
+        """Delete every key of a generation (never the active one); returns how many."""
+        if generation == self.active_generation():
+            raise ValueError(f"refusing to delete the active generation {generation!r}")
+        deleted = 0
+        with _mapped(self.settings):
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=Keys(self.settings.namespace, generation).every_key, count=2000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += self.client.unlink(*batch)
+        return deleted
+
+    def use_generation(self, generation: str) -> None:
+        """Write to (and read from) *generation* from now on (the live consumer after a replay's switch)."""
+        self._generation = generation
+
+    def ensure_generation(self, initial: str = "g1") -> str:
+        """The generation to write: the given one, else the active one (made `initial` if none is)."""
+        if self._generation is None:
+            with _mapped(self.settings):
+                self.client.set(active_key(self.settings.namespace), initial, nx=True)
+            self._generation = self.active_generation() or initial
+        return self._generation
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.settings.namespace, self.ensure_generation())
+

@@ -1,0 +1,59 @@
+"""The Lua of the Redis store, from lua/*.lua (read once, at import; each script runs as one atomic step).
+
+`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per batch, EVALSHA; loaded again after
+NOSCRIPT); `READ_RUN`, `READ_TABLE` and `READ_PROJECTS` are the read API's, each resolving the active generation
+and reading in the same step, so a read never mixes two generations. The reads are not sent as scripts: they form
+one Redis function library (`READ_LIBRARY`, loaded with FUNCTION LOAD, called with FCALL_RO), so that the
+read-only ACL user may run these functions and no other Lua (deploy/redis/README.md). `advance.lua` is the
+checkpoint function both write scripts start with. The key layout is in keys.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PROJECTS", "READ_RUN", "READ_TABLE", "FunctionLibrary",
+           "read_library"]
+
+_HERE = Path(__file__).resolve().parent / "lua"
+
+
+def _lua(name: str) -> str:
+    return (_HERE / name).read_text(encoding="utf-8")
+
+
+_ADVANCE = _lua("advance.lua")
+APPLY_RUNS = _ADVANCE + _lua("apply_runs.lua")
+CHECKPOINT = _ADVANCE + _lua("checkpoint.lua")
+READ_RUN = _lua("read_run.lua")
+READ_TABLE = _lua("read_table.lua")
+READ_PROJECTS = _lua("read_projects.lua")
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionLibrary:
+    """A Redis function library: `code` for FUNCTION LOAD, and the name of each of its functions (for FCALL_RO)."""
+
+    name: str
+    code: str
+    functions: dict[str, str]
+
+
+def read_library(tag: str = "") -> FunctionLibrary:
+    """READ_RUN, READ_TABLE and READ_PROJECTS as one function library, each function flagged `no-writes` (so
+    FCALL_RO runs it, and Redis refuses any write inside). The library's and the functions' names end with a digest
+    of the code: two metricfold versions sharing a Redis never replace each other's functions, and loading the
+    same library twice is harmless. *tag* makes another library of the same functions (tests use one of their own)."""
+    bodies = {"read_run": READ_RUN, "read_table": READ_TABLE, "read_projects": READ_PROJECTS}
+    digest = hashlib.sha256("\0".join([tag, *bodies.values()]).encode()).hexdigest()[:16]
+    functions = {role: f"metricfold_{role}_{digest}" for role in bodies}
+    parts = [f"#!lua name=metricfold_reads_{digest}\n"]
+    for role, body in bodies.items():
+        parts.append(f"redis.register_function{{function_name='{functions[role]}', flags={{'no-writes'}},\n"
+                     f"  callback=function(KEYS, ARGV)\n{body}end}}\n")
+    return FunctionLibrary(name=f"metricfold_reads_{digest}", code="".join(parts), functions=functions)
+
+
+READ_LIBRARY = read_library()
