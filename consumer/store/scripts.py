@@ -5,7 +5,8 @@ NOSCRIPT); `READ_RUN`, `READ_TABLE` and `READ_PROJECTS` are the read API's, each
 and reading in the same step, so a read never mixes two generations. The reads are not sent as scripts: they form
 one Redis function library (`READ_LIBRARY`, loaded with FUNCTION LOAD, called with FCALL_RO), so that the
 read-only ACL user may run these functions and no other Lua (deploy/redis/README.md). `advance.lua` is the
-checkpoint function both write scripts start with. The key layout is in keys.py.
+checkpoint function both write scripts start with; apply_runs.lua reads RunRecords (record.py). The key layout is
+in keys.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
+
+from consumer.store.record import lua_field_table
 
 __all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PROJECTS", "READ_RUN", "READ_TABLE", "FunctionLibrary",
            "read_library"]
@@ -25,7 +28,7 @@ def _lua(name: str) -> str:
 
 
 _ADVANCE = _lua("advance.lua")
-APPLY_RUNS = _ADVANCE + _lua("apply_runs.lua")
+APPLY_RUNS = _ADVANCE + lua_field_table() + _lua("apply_runs.lua")
 CHECKPOINT = _ADVANCE + _lua("checkpoint.lua")
 READ_RUN = _lua("read_run.lua")
 READ_TABLE = _lua("read_table.lua")

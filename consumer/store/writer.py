@@ -15,6 +15,7 @@ from consumer.fold import Changes
 from consumer.store.client import _mapped, _script_error
 from consumer.store.generations import Generations
 from consumer.store.keys import Keys
+from consumer.store.record import RunRecord
 from schemas.errors import StoreUnavailable, WriteRefused
 
 __all__ = ["APPLIED", "BYTES_PER_CALL", "CONFLICT", "MOVED", "RUNS_PER_CALL", "SKIPPED", "RunWrite", "StoredRun", "Writer"]
@@ -67,8 +68,9 @@ def _chunks(writes: Sequence[RunWrite]) -> Iterator[Sequence[RunWrite]]:
 
 
 def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, checkpoints: str = "") -> list[str | bytes]:
-    """APPLY_RUNS's arguments for *writes* (see consumer/store/lua/apply_runs.lua): the runs' changes as one JSON document (json's
-    C encoder, and one Redis argument instead of ~60 per run: packing those cost more than the Lua call itself),
+    """APPLY_RUNS's arguments for *writes* (lua/apply_runs.lua): each run a RunRecord (record.py), all of them as one
+    JSON document (json's C encoder, and one Redis argument instead of ~60 per run: packing those cost more than
+    the Lua call itself),
     then the states and the tensor blobs as binary arguments. The numeric paths go by name only: their sort score
     is their text in flat_set (the JSON of a finite int or float, which Redis reads as the same double)."""
     runs: list[list[Any]] = []
@@ -81,14 +83,16 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, 
         for sha, data in c.blobs.items():
             named[sha] = str(first_blob + len(blobs))
             blobs.append(data)
-        runs.append([
-            w.run_path, project_path, run_id, str(w.partition), str(w.offset),
-            "" if w.expected_prev is None else str(w.expected_prev), str(w.updated_ms), str(w.events),
-            str(w.dead_letters), c.summary_set, c.summary_del, c.flat_set, c.flat_del, c.meta, c.meta_del,
-            c.tensors_set, c.tensors_del, list(c.numeric_set), c.numeric_del,
-            named, "" if w.lacks_from is None else str(w.lacks_from),
-            {str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
-        ])
+        runs.append(RunRecord(
+            run_path=w.run_path, project=project_path, run_id=run_id, partition=str(w.partition), offset=str(w.offset),
+            expected_prev="" if w.expected_prev is None else str(w.expected_prev), updated_ms=str(w.updated_ms),
+            events=str(w.events), dead_letters=str(w.dead_letters),
+            summary_set=c.summary_set, summary_del=c.summary_del, flat_set=c.flat_set, flat_del=c.flat_del,
+            meta_set=c.meta, meta_del=c.meta_del, tensors_set=c.tensors_set, tensors_del=c.tensors_del,
+            numeric_set=list(c.numeric_set), numeric_del=c.numeric_del, blobs=named,
+            lacks_from="" if w.lacks_from is None else str(w.lacks_from),
+            state_at={str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
+        ).row())
     return [keys.generation if live else "", keys.prefix, _encode_runs(runs, writes), keys.lag(topic), checkpoints,
             *(w.state for w in writes), *blobs]
 

@@ -5,13 +5,9 @@
 --       [checkpoint hash, stats hash, [[partition, next offset, undecodable records, known checkpoint or ''], ..]]
 --       ('' = none in this call), then each run's state in the order of the runs ('' = the state is not stored
 --       this time), then the tensor blobs (each run names its blobs' ARGV index)
--- A run: [run path, project path, run_id, partition, offset, expected previous offset ('' = none), updated ms,
---         events applied, dead letters, summary {field: value}, summary [removed], flat {..}, flat [..], meta {..},
---         meta [..], tensors {..}, tensors [..], numeric [flat paths: each one's score is its text in flat {..}],
---         numeric [removed paths], {sha: ARGV index},
---         offset of the first record not in the stored state (when its state is not stored; '': Redis has it),
---         {partition: offset of the last record the state holds} (when it is)]
---         (every number a string). Key names as consumer/store/keys.py's Keys makes them.
+-- A run: a RunRecord (consumer/store/record.py), as a JSON array in its fields' order; `R` (put before this
+-- script from that class) names the positions: r[R.offset].
+-- Every number a string. Key names as consumer/store/keys.py's Keys makes them.
 -- The views and the applied offset are written with every batch; the state, when the consumer sends it. A run
 -- whose stored state is older than its views is in the partition's lag set (scored by the first offset the state
 -- lacks), so a consumer that starts over reads from there and folds the state up to the views again.
@@ -46,50 +42,50 @@ local out, written, events, dead = {}, 0, 0, 0
 -- one ZADD per project (and path) and call, not one per run (and path); SADD of the paths likewise
 local projects = {}
 for i, r in ipairs(runs) do
-  local run_id = r[3]
-  local rk = prefix .. ':run:{' .. r[1] .. '}:'
-  local pk = prefix .. ':project:{' .. r[2] .. '}:'
-  local applied = redis.call('HGET', rk .. 'applied', r[4])
+  local run_id = r[R.run_id]
+  local rk = prefix .. ':run:{' .. r[R.run_path] .. '}:'
+  local pk = prefix .. ':project:{' .. r[R.project] .. '}:'
+  local applied = redis.call('HGET', rk .. 'applied', r[R.partition])
   local state = ARGV[5 + i]
-  if applied and tonumber(applied) >= tonumber(r[5]) then
+  if applied and tonumber(applied) >= tonumber(r[R.offset]) then
     out[i] = 0
-  elseif (applied or '') ~= r[6] then
+  elseif (applied or '') ~= r[R.expected_prev] then
     out[i] = -1
   else
-    hset(rk .. 'summary', r[10]); hdel(rk .. 'summary', r[11])
-    hset(rk .. 'flat', r[12]); hdel(rk .. 'flat', r[13])
-    hset(rk .. 'meta', r[14]); hdel(rk .. 'meta', r[15])
-    hset(rk .. 'tensors', r[16]); hdel(rk .. 'tensors', r[17])
-    local project = projects[r[2]]
-    if not project then project = {runs = {}, by = {}}; projects[r[2]] = project end
-    local by, flat = project.by, r[12]
-    for _, path in ipairs(r[18]) do
+    hset(rk .. 'summary', r[R.summary_set]); hdel(rk .. 'summary', r[R.summary_del])
+    hset(rk .. 'flat', r[R.flat_set]); hdel(rk .. 'flat', r[R.flat_del])
+    hset(rk .. 'meta', r[R.meta_set]); hdel(rk .. 'meta', r[R.meta_del])
+    hset(rk .. 'tensors', r[R.tensors_set]); hdel(rk .. 'tensors', r[R.tensors_del])
+    local project = projects[r[R.project]]
+    if not project then project = {runs = {}, by = {}}; projects[r[R.project]] = project end
+    local by, flat = project.by, r[R.flat_set]
+    for _, path in ipairs(r[R.numeric_set]) do
       local members = by[path]
       if not members then members = {}; by[path] = members end
       members[#members + 1] = flat[path]; members[#members + 1] = run_id
     end
-    for _, path in ipairs(r[19]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
-    for sha, index in pairs(r[20]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
-    redis.call('HSET', rk .. 'applied', r[4], r[5])
-    if state == '' and r[21] ~= '' then redis.call('ZADD', lag .. r[4], 'NX', r[21], r[1]) end
+    for _, path in ipairs(r[R.numeric_del]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
+    for sha, index in pairs(r[R.blobs]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
+    redis.call('HSET', rk .. 'applied', r[R.partition], r[R.offset])
+    if state == '' and r[R.lacks_from] ~= '' then redis.call('ZADD', lag .. r[R.partition], 'NX', r[R.lacks_from], r[R.run_path]) end
     local ranked = project.runs
-    ranked[#ranked + 1] = r[7]; ranked[#ranked + 1] = run_id
-    events = events + tonumber(r[8]); dead = dead + tonumber(r[9])
-    redis.call('PUBLISH', prefix .. ':changes:' .. r[2], run_id)
+    ranked[#ranked + 1] = r[R.updated_ms]; ranked[#ranked + 1] = run_id
+    events = events + tonumber(r[R.events]); dead = dead + tonumber(r[R.dead_letters])
+    redis.call('PUBLISH', prefix .. ':changes:' .. r[R.project], run_id)
     out[i] = 1
     written = written + 1
   end
   if out[i] ~= -1 and state ~= '' then
-    local held = redis.call('HGET', rk .. 'stateat', r[4])
-    if not held or tonumber(held) < tonumber(r[22][r[4]]) then
+    local held = redis.call('HGET', rk .. 'stateat', r[R.partition])
+    if not held or tonumber(held) < tonumber(r[R.state_at][r[R.partition]]) then
       redis.call('SET', rk .. 'state', state)
-      for partition, offset in pairs(r[22]) do
+      for partition, offset in pairs(r[R.state_at]) do
         redis.call('HSET', rk .. 'stateat', partition, offset)
         local views = redis.call('HGET', rk .. 'applied', partition)
         if views and tonumber(views) > tonumber(offset) then
-          redis.call('ZADD', lag .. partition, 'NX', tonumber(offset) + 1, r[1])
+          redis.call('ZADD', lag .. partition, 'NX', tonumber(offset) + 1, r[R.run_path])
         else
-          redis.call('ZREM', lag .. partition, r[1])
+          redis.call('ZREM', lag .. partition, r[R.run_path])
         end
       end
     end
