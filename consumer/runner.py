@@ -36,6 +36,7 @@ from consumer.fold import (
     take_changes,
 )
 from consumer.kafka_io import STALL_LIMIT_S, ConsumerStalled, DeadLetterProducer, GroupConsumer, Record
+from consumer.resume import first_delivery, lagging_partitions, lost_writes
 from consumer.store import APPLIED, CONFLICT, MOVED, RunWrite, Store
 from schemas import codec
 from schemas.errors import BrokerUnavailable, CodecError, MetricfoldError, StoreUnavailable, ValidationError, WriteRefused
@@ -418,7 +419,7 @@ class Consumer:
             next_offsets[record.partition] = record.offset + 1
             path = _key_path(record.key)
             if path is None:
-                if record.offset >= self._known.get(record.partition, 0):  # below: sent and counted the first time
+                if first_delivery(record.offset, self._known.get(record.partition, 0)):
                     dead.send(record, f"undecodable: the record key {record.key!r} is not a run path entity/project/run_id")
                     undecodable[record.partition] = undecodable.get(record.partition, 0) + 1
                 continue
@@ -600,7 +601,7 @@ class Consumer:
         stored = self.store.load_runs([w.run_path for w in conflicts])
         for w in conflicts:
             applied = stored[w.run_path].applied.get(w.partition)
-            if w.expected_prev is not None and (applied is None or applied < w.expected_prev):
+            if lost_writes(w.expected_prev, applied):
                 raise StoreUnavailable(
                     f"Redis lost writes it had acknowledged: run {w.run_path} is at offset {applied} of partition "
                     f"{w.partition}, not {w.expected_prev}"
@@ -621,7 +622,7 @@ class Consumer:
                 state = new_run_state(entity, project, run_id)
             else:
                 state = state_from_bytes(stored.state)
-            lagging = {p for p, offset in stored.applied.items() if stored.state_at.get(p, -1) < offset}
+            lagging = lagging_partitions(stored.applied, stored.state_at)
             self._cache[path] = _Cached(state, stored.applied, dict(stored.state_at), dict(stored.state_at),
                                         _events_of(state), int(state.updated or 0), lagging=lagging)
 

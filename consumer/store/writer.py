@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import redis
 
 from consumer.fold import Changes
+from consumer.resume import held_by_state, resume_points
 from consumer.store.client import _mapped, _script_error
 from consumer.store.generations import Generations
 from consumer.store.keys import Keys
@@ -138,9 +139,8 @@ class Writer(Generations):
             for partition in checkpoints:
                 pipe.zrange(keys.lag(topic, partition), 0, 0, withscores=True)
             lowest = pipe.execute()
-        return {
-            p: min([o, *(int(score) for _, score in first)]) for (p, o), first in zip(checkpoints.items(), lowest, strict=True)
-        }
+        lacking = {p: int(first[0][1]) if first else None for p, first in zip(checkpoints, lowest, strict=True)}
+        return resume_points(checkpoints, lacking)
 
     def load_runs(self, run_paths: Sequence[str]) -> dict[str, StoredRun]:
         """The stored fold state of each run with the offsets it holds and the views' applied offsets (one round
@@ -157,7 +157,7 @@ class Writer(Generations):
         for i, path in enumerate(run_paths):
             state, applied, state_at = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
             views = {int(p): int(o) for p, o in applied.items()}
-            held = {int(p): int(o) for p, o in state_at.items()} if state_at else (dict(views) if state else {})
+            held = held_by_state(views, {int(p): int(o) for p, o in state_at.items()}, bool(state))
             result[path] = StoredRun(state, views, held)
         return result
 
