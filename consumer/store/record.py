@@ -1,7 +1,8 @@
 """RunRecord: one run's part of an `apply_runs` call, named on both sides.
 
 Python builds it from a `RunWrite` (writer.py); it goes to Redis as a JSON array in the order of its fields (one
-compact document per call: naming every field in every run would add ~300 bytes per run), and the script reads the
+compact document per call: naming every field in every run would add ~300 bytes per run; a NamedTuple, which json
+writes as that array as it stands, costs no conversion on the consumer's hot path), and the script reads the
 positions by the same names: scripts.py puts `local R = {run_path = 1, project = 2, ...}` before apply_runs.lua,
 made from this class, so the two sides cannot drift apart. Every number travels as a string (Lua's cjson would
 turn large integers into floats).
@@ -9,14 +10,12 @@ turn large integers into floats).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import NamedTuple
 
 __all__ = ["RunRecord", "lua_field_table"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunRecord:
+class RunRecord(NamedTuple):
     run_path: str  #: entity/project/run_id
     project: str  #: entity/project
     run_id: str
@@ -40,14 +39,8 @@ class RunRecord:
     lacks_from: str  #: without a state: the first offset the stored state lacks ('' = Redis knows it already)
     state_at: dict[str, str]  #: with a state: partition -> offset of the last record the state holds
 
-    def row(self) -> list[Any]:
-        """The JSON array the script reads (field order)."""
-        return [getattr(self, name) for name in _FIELDS]
-
-
-_FIELDS = tuple(field.name for field in dataclasses.fields(RunRecord))
 
 
 def lua_field_table() -> str:
     """`local R = {run_path = 1, ...}`: the positions of RunRecord's fields, for apply_runs.lua (`r[R.offset]`)."""
-    return "local R = {" + ", ".join(f"{name} = {i}" for i, name in enumerate(_FIELDS, start=1)) + "}\n"
+    return "local R = {" + ", ".join(f"{name} = {i}" for i, name in enumerate(RunRecord._fields, start=1)) + "}\n"

@@ -74,7 +74,7 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, 
     the Lua call itself),
     then the states and the tensor blobs as binary arguments. The numeric paths go by name only: their sort score
     is their text in flat_set (the JSON of a finite int or float, which Redis reads as the same double)."""
-    runs: list[list[Any]] = []
+    runs: list[RunRecord] = []
     blobs: list[bytes] = []
     first_blob = 6 + len(writes)  # ARGV index of the first blob in Lua (1-based, after the states)
     for w in writes:
@@ -93,12 +93,12 @@ def _apply_args(keys: Keys, topic: str, writes: Sequence[RunWrite], live: bool, 
             numeric_set=list(c.numeric_set), numeric_del=c.numeric_del, blobs=named,
             lacks_from="" if w.lacks_from is None else str(w.lacks_from),
             state_at={str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
-        ).row())
+        ))
     return [keys.generation if live else "", keys.prefix, _encode_runs(runs, writes), keys.lag(topic), checkpoints,
             *(w.state for w in writes), *blobs]
 
 
-def _encode_runs(runs: list[list[Any]], writes: Sequence[RunWrite]) -> bytes:
+def _encode_runs(runs: Sequence[RunRecord], writes: Sequence[RunWrite]) -> bytes:
     """The runs' changes as one UTF-8 JSON document. Text that UTF-8 cannot carry (a lone surrogate) or a value
     JSON cannot write is the fault of the runs holding it: WriteRefused names them (the consumer dead-letters
     their records), where hiredis would raise deep inside the pipeline for the whole batch."""
