@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import multiprocessing
 import subprocess
 import sys
 import time
@@ -24,8 +23,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))
 
 import redis  # noqa: E402
+from prefill import in_processes  # noqa: E402
 
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
 from consumer.store import Keys  # noqa: E402
@@ -81,15 +82,8 @@ def main() -> int:
         run_ids = [f"run{i:05d}" for i in range(args.runs)]
         print(f"logging {args.runs} runs x {args.keys} keys x {args.steps} steps with {args.producers} processes ...",
               file=sys.stderr, flush=True)
-        context = multiprocessing.get_context("spawn")
-        procs = [context.Process(target=_log_runs, args=(settings, run_ids[i::args.producers], args.keys, args.steps))
-                 for i in range(args.producers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-            if p.exitcode != 0:
-                raise SystemExit(f"a trainer process failed with exit code {p.exitcode}")
+        in_processes(_log_runs, [(settings, run_ids[i::args.producers], args.keys, args.steps)
+                                 for i in range(args.producers)])
         before = int(client.info("memory")["used_memory"])
         print("folding with metricfold consume --until-caught-up ...", file=sys.stderr, flush=True)
         started = time.perf_counter()

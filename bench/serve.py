@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import statistics
@@ -29,8 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "bench"))
 
 import httpx  # noqa: E402
+from prefill import in_processes  # noqa: E402
 
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
@@ -56,15 +57,8 @@ def _produce(settings: Settings, run_ids: list[str]) -> None:
 
 def fill(settings: Settings, runs: int, producers: int) -> float:
     run_ids = [f"r{i:05d}" for i in range(runs)]
-    context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    procs = [context.Process(target=_produce, args=(settings, run_ids[i::producers])) for i in range(producers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise SystemExit(f"a producer process failed with exit code {p.exitcode}")
+    in_processes(_produce, [(settings, run_ids[i::producers]) for i in range(producers)])
     from consumer.runner import Consumer
 
     consumer = Consumer(settings)

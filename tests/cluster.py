@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from support import port_free
 
 __all__ = ["NODES", "Cluster", "start_cluster"]
 
@@ -29,10 +30,6 @@ STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
 PORT_CHOICES = [(19592, 19593), (19692, 19693), (19792, 19793)]
 NODES = 3
 
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +150,7 @@ class Cluster:
 def start_cluster(stack_dir: Path) -> Iterator[Cluster]:
     """Start three Kafka nodes in *stack_dir* on the first free ports of PORT_CHOICES; kill them when done."""
     for kafka_port, controller_port in PORT_CHOICES:
-        if all(_port_free(kafka_port + 2 * n) and _port_free(controller_port + 2 * n) for n in range(NODES)):
+        if all(port_free(kafka_port + 2 * n) and port_free(controller_port + 2 * n) for n in range(NODES)):
             break
     else:
         raise RuntimeError(f"no free loopback ports for a 3-node Kafka among {PORT_CHOICES}")

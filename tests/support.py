@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ __all__ = [
     "consumer_process",
     "longest_log_call",
     "metricfold_cli",
+    "port_free",
     "produce_stream",
     "read_full_records",
     "read_records",
@@ -33,6 +35,12 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on this loopback port (the stacks the tests start check the ports they take)."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def read_records(settings: Settings, count: int, timeout: float = 30.0, topic: str | None = None) -> list[tuple[bytes, bytes]]:

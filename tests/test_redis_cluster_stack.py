@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -24,16 +23,14 @@ from consumer.store import Store
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
+from support import port_free
+
 REPO = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
 NODES = 6
 #: first ports to try; node N listens on +N-1 and its cluster bus on +N-1+10000
 PORT_CHOICES = (16779, 16879, 16979)
 
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +80,7 @@ class RedisClusterStack:
 
 @pytest.fixture(scope="module")
 def rcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterStack]:
-    port = next((p for p in PORT_CHOICES if all(_free(p + i) and _free(p + i + 10000) for i in range(NODES))), None)
+    port = next((p for p in PORT_CHOICES if all(port_free(p + i) and port_free(p + i + 10000) for i in range(NODES))), None)
     if port is None:
         pytest.fail(f"no 6 free loopback ports (and +10000) from any of {PORT_CHOICES}")
     made = RedisClusterStack(tmp_path_factory.mktemp("redis-cluster"), port)
@@ -213,6 +210,6 @@ def test_down_stops_every_node(rcluster: RedisClusterStack) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # type: ignore[arg-type]
-    assert all(_free(rcluster.port + i) for i in range(NODES))
+    assert all(port_free(rcluster.port + i) for i in range(NODES))
     status = rcluster.control("status")
     assert status.returncode == 1 and status.stdout.count(": stopped") >= NODES

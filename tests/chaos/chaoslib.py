@@ -13,7 +13,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from consumer.store import Store
 from schemas.settings import Settings
 
 import support
-from support import clean_fold_digest
+from support import clean_fold_digest, port_free
 
 __all__ = [
     "FULL",
@@ -50,10 +49,6 @@ PORT_CHOICES = [(19192, 19193, 16479), (19292, 19293, 16579), (19392, 19393, 166
 
 FULL = os.environ.get("METRICFOLD_CHAOS", "").lower() == "full"
 
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +107,7 @@ class ChaosStack:
             subprocess.run(["bash", str(STACK_SCRIPT), "down"], env={**os.environ, "METRICFOLD_STACK_DIR": str(STACK_DIR)},
                            check=True, stdout=subprocess.DEVNULL)
             for ports in PORT_CHOICES:
-                if all(_port_free(p) for p in ports):
+                if all(port_free(p) for p in ports):
                     stack = cls(*ports)
                     break
             else:
