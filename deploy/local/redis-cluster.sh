@@ -118,11 +118,6 @@ wait_redis_cluster() {
   done
 }
 
-stop_redis_cluster() {  # $1 signal
-  local n
-  for n in $(seq 1 "$REDIS_CLUSTER_NODES"); do stop_pidfile "$(redis_node_dir "$n")/redis.pid" "$(redis_node_name "$n")" "$1"; done
-}
-
 status_redis_cluster() {  # returns 1 when a node is down
   local n dir ok=0 role state=""
   for n in $(seq 1 "$REDIS_CLUSTER_NODES"); do

@@ -294,16 +294,34 @@ node_arg() {  # $1: the node number given on the command line
 # all first (a node that stops alone after the others left waits for a controller quorum that is gone), then
 # each is waited for, and killed after 30 s.
 stop_kafka() {  # $1 signal
-  local f n name pid files=()
+  local f files=()
   while read -r f; do [[ -n "$f" ]] && files+=("$f"); done < <(all_kafka_pidfiles)
-  for f in ${files[@]+"${files[@]}"}; do pid_alive "$f" && { kill "-$1" "$(cat "$f")" 2>/dev/null || true; }; done
-  for f in ${files[@]+"${files[@]}"}; do
-    if [[ "$f" == "$KAFKA_DIR/kafka.pid" ]]; then name=Kafka; else n="${f%/kafka.pid}"; name="Kafka node ${n##*/node}"; fi
-    pid="$(cat "$f")"
+  stop_pidfiles "$1" ${files[@]+"${files[@]}"}
+}
+
+# What a pid file of this stack directory runs: Kafka, Redis, "Kafka node N" or "Redis node N"
+pidfile_name() {
+  local service=Redis dir="${1%/*}"
+  [[ "$1" == */kafka.pid ]] && service=Kafka
+  if [[ "${dir##*/}" == node* ]]; then echo "$service node ${dir##*/node}"; else echo "$service"; fi
+}
+
+# $1 signal, then pid files: the signal goes to every process at once (a cluster's nodes stop together, each in
+# its own time: a Redis master waits up to a second for its replica's acknowledgement), then each gets 30 s to
+# exit before kill -9. A pid file whose process is gone is removed without a word.
+stop_pidfiles() {
+  local sig="$1" f pid i alive=() pids=()
+  shift
+  for f in "$@"; do  # the pids first: a Redis removes its own pid file as it exits
+    if pid_alive "$f"; then alive+=("$f"); pids+=("$(cat "$f")"); else rm -f "$f"; fi
+  done
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "-$sig" "$pid" 2>/dev/null || true; done
+  for i in "${!alive[@]}"; do
+    f="${alive[$i]}"; pid="${pids[$i]}"
     for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then say "$name did not stop in 30 s; killing it"; kill -9 "$pid" 2>/dev/null || true; sleep 0.5; fi
+    if kill -0 "$pid" 2>/dev/null; then say "$(pidfile_name "$f") did not stop in 30 s; killing it"; kill -9 "$pid" 2>/dev/null || true; sleep 0.5; fi
     rm -f "$f"
-    say "$name stopped"
+    say "$(pidfile_name "$f") stopped"
   done
 }
 
@@ -465,12 +483,9 @@ remember_mode() {
 
 # Every Redis of this stack directory: the standalone server, or each node of a cluster (whichever mode started it)
 stop_redis() {  # $1 signal
-  local f n
-  stop_pidfile "$REDIS_DIR/redis.pid" Redis "$1"
-  for f in "$REDIS_DIR"/node*/redis.pid; do
-    [[ -f "$f" ]] || continue
-    n="${f%/redis.pid}"; stop_pidfile "$f" "Redis node ${n##*/node}" "$1"
-  done
+  local f files=()
+  for f in "$REDIS_DIR/redis.pid" "$REDIS_DIR"/node*/redis.pid; do [[ -f "$f" ]] && files+=("$f"); done
+  stop_pidfiles "$1" ${files[@]+"${files[@]}"}
 }
 
 # shellcheck source=deploy/local/secure.sh
