@@ -250,7 +250,7 @@ def machine_busy_seconds() -> float:
 
 
 def folded_events(client: redis.Redis, keys: Keys) -> int:
-    value = client.hget(keys.stats, "events")
+    value = client.hget(keys.project_stats(f"{ENTITY}/{PROJECT}"), "events")
     return int(value) if value else 0
 
 

@@ -47,17 +47,19 @@ __all__ = ["ADMIN", "CONSUMER", "KAFKA_BROKER", "KAFKA_ROLES", "READER", "USERS"
 ADMIN, CONSUMER, READER = "default", "metricfold-consumer", "metricfold-reader"
 USERS = (ADMIN, CONSUMER, READER)
 
-#: what a connection needs besides AUTH and HELLO (which need no permission): PING, redis-py's health check
-_CONNECTION = ("ping",)
+#: what a connection needs besides AUTH and HELLO (which need no permission): PING, redis-py's health check; on Redis
+#: Cluster, the slot map and the command table redis-py's RedisCluster reads when it starts and after a failover
+_CONNECTION = ("ping", "cluster|slots", "cluster|shards", "command")
 #: the read side: the keys Store and Grafana read directly, FCALL_RO of the read functions (consumer/store/lua/; they
 #: run HGETALL, HMGET, SISMEMBER, ZRANGE, ZREVRANGE, ZCARD, SMEMBERS, GET with the caller's rights), and the live
 #: pages' subscriptions (ChangeFeed)
 _READ = ("get", "hgetall", "hmget", "sismember", "smembers", "zrange", "zrevrange", "zcard", "fcall_ro",
          "subscribe", "unsubscribe")
 #: the consumer's own: the write scripts (EVALSHA, SCRIPT LOAD after NOSCRIPT) and what they run, FUNCTION LOAD of
-#: the read library, SCAN + UNLINK of a replay's old generation, TYPE and LRANGE of `digest`
-_WRITE = ("evalsha", "script|load", "function|load", "set", "hget", "hset", "hdel", "hincrby", "sadd", "zadd", "zrem",
-          "publish", "scan", "unlink", "type", "lrange")
+#: the read library, SCAN + UNLINK of a replay's old generation, TYPE and LRANGE of `digest`, ROLE (how many replicas
+#: a master has) and WAIT for them before the checkpoints advance
+_WRITE = ("evalsha", "script|load", "function|load", "set", "exists", "hget", "hset", "hdel", "hincrby", "sadd", "zadd",
+          "zrem", "publish", "scan", "unlink", "type", "lrange", "role", "wait")
 _COMMANDS = {CONSUMER: _CONNECTION + _READ + _WRITE, READER: _CONNECTION + _READ}
 
 

@@ -117,8 +117,16 @@ class Settings:
     redis_ca_cert: str | None = None
     redis_client_cert: str | None = None
     redis_client_key: str | None = None
+    #: a batch's checkpoints advance once this many replicas of each Redis master that took its writes have them
+    #: (WAIT; fewer when a master has fewer connected replicas; 0: never wait)
+    redis_wait_replicas: int = 1
+    redis_wait_timeout_ms: int = 1000  #: how long WAIT waits for them before the batch is retried
 
     def __post_init__(self) -> None:
+        if not 0 <= self.redis_wait_replicas <= 100:
+            raise ConfigError(f"METRICFOLD_REDIS_WAIT_REPLICAS must be 0 to 100, got {self.redis_wait_replicas}")
+        if not 1 <= self.redis_wait_timeout_ms <= 600_000:
+            raise ConfigError(f"METRICFOLD_REDIS_WAIT_TIMEOUT_MS must be 1 to 600000 (ms), got {self.redis_wait_timeout_ms}")
         if not self.kafka or any(not part.strip() for part in self.kafka.split(",")):
             raise ConfigError(f"Kafka bootstrap servers {self.kafka_display!r} must be host:port[,host:port...]")
         if "@" in self.kafka:  # kafka-python would log it as a host name

@@ -241,8 +241,10 @@ def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
     monkeypatch.setattr(consumer.store, "READ_LIBRARY", library)
     as_consumer, as_reader = namespace_users["consumer"], namespace_users["reader"]
     try:
+        with Store(as_consumer) as store:
+            store.ensure_generation()  # an active generation, nothing folded yet
         with Store(as_reader) as store, pytest.raises(StoreUnavailable, match="start `metricfold consume` once"):
-            store.read_projects()
+            store.read_run("team/fn/r1")
 
         with mf.init(entity="team", project="fn", run_id="r1", settings=as_consumer) as run:
             run.log({"loss": 0.5})

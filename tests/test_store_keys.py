@@ -18,7 +18,8 @@ from consumer.store.keys import Keys, active_key
 REPO = Path(__file__).resolve().parent.parent
 KEYS_MODULE = REPO / "consumer" / "store" / "keys.py"
 #: parts of key and channel names: a string holding one of these builds (or matches) a key
-KEY_PARTS = (":active", ":run:", ":project:", ":projects", ":checkpoint:", ":lag:", ":stats", ":changes:", ":blob:", ":by:")
+KEY_PARTS = (":active", ":run:", ":project:", ":projects", ":checkpoint:", ":lag:", ":stats", ":changes:", ":blob:", ":by:",
+             ":retired")
 
 
 def _code_strings(path: Path) -> list[tuple[int, str]]:
@@ -41,8 +42,8 @@ def _python_modules() -> list[Path]:
 
 def _every_name(keys: Keys) -> list[str]:
     return [keys.active, keys.run("a/b/r", "summary"), keys.blob("a/b/r", "0" * 64), keys.project("a/b", "runs"),
-            keys.by_path("a/b", "acc.best"), keys.projects, keys.checkpoint("events"), keys.lag("events", 3),
-            keys.stats, keys.channel("a/b")]
+            keys.by_path("a/b", "acc.best"), keys.projects, keys.checkpoint("events"), keys.lag("a/b", "events", 3),
+            keys.project_stats("a/b"), keys.topic_stats("events"), keys.retired("a/b"), keys.channel("a/b")]
 
 
 def test_the_parts_looked_for_are_the_parts_of_the_names_keys_py_makes() -> None:

@@ -3,27 +3,32 @@
     keys.py         every key and channel name (the layout is in its docstring)
     client.py       the connection (credentials, TLS, handshake) and what Redis's errors mean
     generations.py  the active generation, making and switching generations
-    writer.py       the consumer's batch writes and checkpoints (RunWrite), and what it reads to resume
+    writer.py       the consumer's batch writes and checkpoints, and what it reads to resume
+    calls.py        a batch's run writes (RunWrite) as one `apply_runs` call per project (KEYS declared)
+    nodes.py        sending calls to the node of their slot (standalone: the one server), WAIT for replicas
     reader.py       the reads of the CLI, Api() and the web page (TablePage)
     changefeed.py   the live pages' pub/sub notices
     scripts.py      the Lua scripts and the read functions' library, from lua/*.lua
 
-Writes go through two Lua scripts, sent together in one pipeline per consumer batch: `apply_runs` writes the views,
-indexes and applied offset of up to RUNS_PER_CALL runs (and the state of those the consumer stores this time), each
-run in one atomic step, and skips a run's batch it has already applied; `checkpoint` advances a partition's
-checkpoint only forwards.
+Writes go through two Lua scripts: `apply_runs` writes the views, indexes and applied offset of up to RUNS_PER_CALL
+runs of one project (and the state of those the consumer stores this time), each run in one atomic step, and skips
+a run's batch it has already applied; the calls of a batch go in one pipeline per node. Then `checkpoint` advances
+each partition's checkpoint, only forwards, once every call succeeded (and the nodes' replicas acknowledged them).
+On a standalone Redis without replicas, a batch of one call advances the checkpoints in that call.
 """
 
 from __future__ import annotations
 
 import redis
 
+from consumer.store.calls import RUNS_PER_CALL, RunWrite
 from consumer.store.changefeed import ChangeFeed
 from consumer.store.client import redis_client
 from consumer.store.keys import Keys
+from consumer.store.nodes import Nodes
 from consumer.store.reader import Reader, TablePage
 from consumer.store.scripts import APPLY_RUNS, CHECKPOINT, READ_LIBRARY
-from consumer.store.writer import APPLIED, CONFLICT, MOVED, RUNS_PER_CALL, SKIPPED, RunWrite, StoredRun, Writer
+from consumer.store.writer import APPLIED, CONFLICT, MOVED, SKIPPED, StoredRun, Writer
 from schemas.settings import Settings
 
 __all__ = [
@@ -39,12 +44,13 @@ class Store(Writer, Reader):
         self.settings = settings
         self.client = client or redis_client(settings)
         self._generation = generation
+        self.nodes = Nodes(self.client, settings)
+        self._announced = set()
         self._apply = self.client.register_script(APPLY_RUNS)
         self._checkpoint = self.client.register_script(CHECKPOINT)
         # the reads are functions of one library (FCALL_RO: the read-only ACL user may run them, and no other Lua)
         self._reads = READ_LIBRARY
-        self._read_run, self._read_table, self._read_projects = (
-            self._reads.functions[f] for f in ("read_run", "read_table", "read_projects"))
+        self._read_run, self._read_page = (self._reads.functions[f] for f in ("read_run", "read_page"))
 
     def close(self) -> None:
         self.client.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 from collections.abc import AsyncGenerator
 
 import redis
 import redis.asyncio
 
-from consumer.store.client import _client_options, _shown, _text
+from consumer.store.client import _client_options, _shown, _text, is_cluster
 from consumer.store.keys import Keys, active_key
 from schemas.errors import StoreUnavailable
 from schemas.settings import Settings
@@ -62,9 +63,14 @@ class ChangeFeed:
         self.recheck = recheck
         # no health_check_interval: redis-py's PING check reads from the connection, and only the fan-out task may
         # read the pub/sub one; that task PINGs it itself
-        self.client = redis.asyncio.Redis.from_url(
-            settings.redis, **_client_options(settings), socket_connect_timeout=5, socket_timeout=10
-        )
+        # on Redis Cluster: the cluster client for GET, and the pub/sub connection to any one node (a PUBLISH
+        # reaches the subscribers of every node), chosen again whenever the fan-out starts over
+        options = {**_client_options(settings), "socket_connect_timeout": 5, "socket_timeout": 10}
+        self._cluster = is_cluster(settings)
+        self.client: redis.asyncio.Redis | redis.asyncio.RedisCluster = (
+            redis.asyncio.RedisCluster.from_url(settings.redis, **options) if self._cluster
+            else redis.asyncio.Redis.from_url(settings.redis, **options))
+        self._node: redis.asyncio.Redis | None = None  # cluster: the node of the pub/sub connection
         self._watches: dict[str, set[_Watch]] = {}
         self._dirty = False  # a watch came or went: the fan-out task (un)subscribes
         self._hub: asyncio.Task[None] | None = None
@@ -75,6 +81,8 @@ class ChangeFeed:
             hub.cancel()
             await asyncio.gather(hub, return_exceptions=True)
         await self.client.aclose()
+        if self._node is not None:
+            await self._node.aclose()
 
     async def _active(self) -> str | None:
         try:
@@ -134,10 +142,24 @@ class ChangeFeed:
                 for watch in watches:
                     watch.fail(error)
 
+    async def _pubsub(self) -> redis.asyncio.client.PubSub:
+        if not isinstance(self.client, redis.asyncio.RedisCluster):
+            return self.client.pubsub()
+        try:
+            await self.client.initialize()
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach the Redis Cluster at {self.settings.redis_display}: {_shown(exc)}") from exc
+        node = random.choice(self.client.get_nodes())
+        if self._node is not None:
+            await self._node.aclose()
+        self._node = redis.asyncio.Redis(host=node.host, port=int(node.port), **_client_options(self.settings),
+                                         socket_connect_timeout=5, socket_timeout=10)
+        return self._node.pubsub()
+
     async def _fan_out(self) -> None:
         """The one reader of the pub/sub connection: (un)subscribes as watches come and go, follows generation
         switches, dispatches notices; ends once no watch is left for *recheck* seconds, or with an error for all."""
-        pubsub = self.client.pubsub()
+        pubsub: redis.asyncio.client.PubSub | None = None
         loop = asyncio.get_running_loop()
         namespace = self.settings.namespace
         generation: str | None = None
@@ -147,6 +169,7 @@ class ChangeFeed:
         checked = pinged = answered = idle = loop.time()
         first = True
         try:
+            pubsub = await self._pubsub()
             await pubsub.connect()  # type: ignore[no-untyped-call]
             while True:
                 now = loop.time()
@@ -218,4 +241,5 @@ class ChangeFeed:
             _feed_log.exception("the live updates' fan-out failed")
             self._stop(StoreUnavailable("live updates failed (see the server log)"))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if pubsub is not None:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from schemas.errors import ConfigError, StoreUnavailable
 from schemas.settings import Settings
 from schemas.text import printable
 
-__all__ = ["redis_client"]
+__all__ = ["is_cluster", "redis_client"]
 
 
 #: redis-py's options that turn CLIENT SETINFO off: driver_info=None where redis-py has it (lib_name is deprecated
@@ -46,7 +47,8 @@ class _HandshakeFailed(redis.ConnectionError):
 
 
 class _ClusterRefused(_HandshakeFailed):
-    """The server is a Redis Cluster node, which the store cannot write to yet: a setup error, not an outage."""
+    """A standalone client met a Redis Cluster node (the URL's server was not reachable when metricfold started, so
+    it could not tell): a setup error, not an outage."""
 
 
 def _shown(exc: BaseException) -> str:
@@ -56,7 +58,21 @@ def _shown(exc: BaseException) -> str:
 
 def _handshake(connection: Any) -> None:
     """redis-py's setup of each new connection (AUTH or HELLO, SELECT), then PING: a server that does not answer
-    like Redis fails here, before any command of ours, with the reason (`redis_connect_func` of redis-py)."""
+    like Redis fails here, before any command of ours, with the reason (`redis_connect_func` of redis-py). A
+    standalone client refuses a cluster node (its keys are spread over other nodes)."""
+    _checked_handshake(connection)
+    if _server_mode(connection) == "cluster":
+        raise _ClusterRefused(
+            "it is a Redis Cluster node, which metricfold did not know when it connected (the server did not answer "
+            "then): start the command again, and it uses the cluster")
+
+
+def _cluster_handshake(connection: Any) -> None:
+    """The handshake of a cluster client's connections (each node's)."""
+    _checked_handshake(connection)
+
+
+def _checked_handshake(connection: Any) -> None:
     try:
         connection.on_connect()
     except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
@@ -84,11 +100,6 @@ def _handshake(connection: Any) -> None:
         raise _HandshakeFailed(f"the server there does not speak the Redis protocol ({_shown(exc)})") from exc
     if reply not in (b"PONG", "PONG"):
         raise _HandshakeFailed(f"the server there does not speak the Redis protocol (it answered PING with {reply!r:.60})")
-    if _server_mode(connection) == "cluster":
-        raise _ClusterRefused(
-            "it is a Redis Cluster node, and metricfold does not run on Redis Cluster yet: a batch's write is one "
-            "script over keys of many hash slots, which a cluster refuses (README, 'Redis Cluster'). Point "
-            "METRICFOLD_REDIS at a standalone Redis")
 
 
 def _server_mode(connection: Any) -> str:
@@ -112,19 +123,39 @@ def _server_mode(connection: Any) -> str:
     return _text(mode) if isinstance(mode, bytes | str) else ""
 
 
-def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
+def is_cluster(settings: Settings) -> bool:
+    """Whether the URL's server is a Redis Cluster node (HELLO's `mode`, which needs no ACL right). One connection
+    that is closed again; a server that cannot be reached or refuses the credentials counts as standalone here, and
+    the standalone client reports the reason on its first command (or refuses a cluster node then)."""
+    if settings.redis.startswith("unix://"):
+        return False
+    probe = redis.Redis.from_url(settings.redis, **_client_options(settings), socket_timeout=5, socket_connect_timeout=5)
     try:
-        return redis.Redis.from_url(
-            settings.redis,
-            **_client_options(settings),
-            decode_responses=decode,
-            socket_timeout=30,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            redis_connect_func=_handshake,
-        )
+        connection = probe.connection_pool.get_connection()
+        try:
+            return _server_mode(connection) == "cluster"
+        finally:
+            probe.connection_pool.release(connection)
+    except (redis.RedisError, OSError, ValueError):
+        return False
+    finally:
+        probe.close()
+
+
+def redis_client(settings: Settings, *, decode: bool = False) -> redis.Redis:
+    """A client of the URL's Redis: redis-py's RedisCluster when it is a cluster node (which follows MOVED and ASK and
+    finds the masters again after a failover), else its Redis. Both are used through the same commands; typed as
+    Redis for the callers."""
+    options: dict[str, Any] = {**_client_options(settings), "decode_responses": decode, "socket_timeout": 30,
+                               "socket_connect_timeout": 5, "health_check_interval": 30}
+    try:
+        if is_cluster(settings):
+            return RedisCluster.from_url(settings.redis, **options, redis_connect_func=_cluster_handshake)  # type: ignore[return-value]
+        return redis.Redis.from_url(settings.redis, **options, redis_connect_func=_handshake)
     except ValueError as exc:  # redis-py's URL parser: "Invalid value for 'socket_timeout' in connection URL."
         raise ConfigError(f"Redis URL {settings.redis_display!r}: {exc}") from None
+    except (redis.exceptions.RedisClusterException, redis.RedisError) as exc:  # no node answered with the slots
+        raise StoreUnavailable(f"cannot reach the Redis Cluster at {settings.redis_display}: {_shown(exc)}") from exc
 
 
 def _text(value: bytes | str) -> str:

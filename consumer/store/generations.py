@@ -1,5 +1,13 @@
 """Generations: each fold of the topic writes one (`<ns>:<gen>:...`); `<ns>:active` names the one readers use, and a
-replay builds a new one beside it and switches in one step."""
+replay builds a new one beside it and switches in one step.
+
+The live consumer's writes must stop landing in a generation once another is active. Its writes are one script per
+project (one hash slot on Redis Cluster, where `<ns>:active` lives in another), so the switch retires the old
+generation project by project: after setting `<ns>:active`, it sets each project's `retired` marker, and a live
+write to a retired project is refused (the consumer then moves to the active generation). A project the consumer
+adds to the `projects` set after the switch read it is refused by the consumer's own check of `<ns>:active`
+(writer.py, `_announce`). Deleting the old generation leaves the markers, which expire after RETIRED_TTL_S: a
+consumer that slept longer than that would write into a deleted generation."""
 
 from __future__ import annotations
 
@@ -9,7 +17,9 @@ from consumer.store.client import _mapped
 from consumer.store.keys import Keys, active_key
 from schemas.settings import Settings
 
-__all__ = ["Generations"]
+__all__ = ["RETIRED_TTL_S", "Generations"]
+
+RETIRED_TTL_S = 7 * 24 * 3600
 
 
 class Generations:
@@ -25,9 +35,18 @@ class Generations:
         return value.decode() if isinstance(value, bytes) else value
 
     def set_active(self, generation: str) -> None:
-        """Make *generation* the one every reader and the live consumer use, in one step."""
+        """Make *generation* the one every reader and the live consumer use: readers see it in one step; then the
+        generation that was active is retired (live writes into it are refused from now on)."""
         with _mapped(self.settings):
-            self.client.set(active_key(self.settings.namespace), generation)
+            reply = self.client.set(active_key(self.settings.namespace), generation, get=True)
+            old = reply.decode() if isinstance(reply, bytes) else reply
+            if isinstance(old, str) and old and old != generation:
+                keys = Keys(self.settings.namespace, old)
+                pipe = self.client.pipeline(transaction=False)
+                for project in self.client.smembers(keys.projects):
+                    pipe.set(keys.retired(project.decode() if isinstance(project, bytes) else project), "1",
+                             ex=RETIRED_TTL_S)
+                pipe.execute()
 
     def generation_has_keys(self, generation: str) -> bool:
         with _mapped(self.settings):
@@ -35,13 +54,17 @@ class Generations:
             return next(iter(keys), None) is not None
 
     def delete_generation(self, generation: str) -> int:
-        """Delete every key of a generation (never the active one); returns how many."""
+        """Delete every key of a generation (never the active one) but its projects' `retired` markers, which
+        expire by themselves; returns how many."""
         if generation == self.active_generation():
             raise ValueError(f"refusing to delete the active generation {generation!r}")
         deleted = 0
         with _mapped(self.settings):
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=Keys(self.settings.namespace, generation).every_key, count=2000):
+            keys = Keys(self.settings.namespace, generation)
+            for key in self.client.scan_iter(match=keys.every_key, count=2000):
+                if keys.is_retired_marker(key):
+                    continue
                 batch.append(key)
                 if len(batch) >= 1000:
                     deleted += self.client.unlink(*batch)

@@ -1,6 +1,10 @@
-"""The read side: one run, a page of a project's runs table, the projects; each resolving the active generation
-and reading in one atomic step (the read functions of consumer/store/lua/, FCALL_RO), for the CLI, `Api()`, the
-web page and Grafana's users alike."""
+"""The read side: one run, a page of a project's runs table, the projects; for the CLI, `Api()`, the web page and
+Grafana's users alike.
+
+A read resolves the active generation (GET `<ns>:active`), then reads that generation's keys of one project with a
+read function (consumer/store/lua/, FCALL_RO: one atomic step on the project's hash slot), so a read never mixes
+two generations. A replay's switch may delete the generation between the two: a read that finds nothing while
+another generation became active reads again from it."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import redis
 
 from consumer.store.client import _mapped, _pairs, _text
 from consumer.store.generations import Generations
-from consumer.store.keys import Keys, active_key
+from consumer.store.keys import Keys
 from consumer.store.scripts import FunctionLibrary
 from schemas.errors import ConfigError, RunNotFound, StoreUnavailable, ValidationError
 from schemas.names import run_name
@@ -51,8 +55,7 @@ class Reader(Generations):
 
     _reads: FunctionLibrary
     _read_run: str
-    _read_table: str
-    _read_projects: str
+    _read_page: str
 
     def load_read_functions(self) -> None:
         """FUNCTION LOAD the read functions' library (consumer/store/scripts.py) unless Redis has it. The consumer does this
@@ -70,11 +73,7 @@ class Reader(Generations):
                 ) from None
 
     def _load_reads(self) -> None:
-        try:
-            self.client.function_load(self._reads.code)
-        except redis.exceptions.ResponseError as exc:
-            if "already exists" not in str(exc):
-                raise
+        self.client.function_load(self._reads.code, replace=True)  # on every master of a cluster
 
     def _read_only(self, function: str, keys: list[str], args: list[Any]) -> Any:
         """Call a read function with FCALL_RO. When Redis does not have the library (a new Redis, FUNCTION FLUSH),
@@ -104,14 +103,16 @@ class Reader(Generations):
         return active
 
     def read_run(self, run_path: str) -> dict[str, Any]:
-        """summary, flat, meta and tensors of one run, with the generation resolved in the same atomic step."""
+        """summary, flat, meta and tensors of one run, of one generation, read in one atomic step."""
         ns = self.settings.namespace
         with _mapped(self.settings):
-            reply = self._read_only(self._read_run, [active_key(ns)], [ns, run_path, self._generation or ""])
-        if not reply or not reply[0]:
-            raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
-        generation = _text(reply[0])
-        summary, flat, meta, tensors = (_pairs(r) for r in reply[1:])
+            generation = self._read_generation()
+            keys = Keys(ns, generation)
+            parts = [keys.run(run_path, part) for part in ("summary", "flat", "meta", "tensors")]
+            reply = self._read_only(self._read_run, parts, [])
+            if not reply[0] and not reply[2] and self._generation is None and self._read_generation() != generation:
+                return self.read_run(run_path)  # a switch deleted that generation meanwhile
+        summary, flat, meta, tensors = (_pairs(r) for r in reply)
         if not meta and not summary:
             raise RunNotFound(f"run {run_path!r} is not in namespace {ns!r} (generation {generation})")
         meta["name"] = _shown_name(meta.get("name"), run_path.rpartition("/")[2])
@@ -145,9 +146,8 @@ class Reader(Generations):
             return sorted(_text(p) for p in self.client.smembers(keys.project(project_path, "paths")))
 
     def stats(self) -> dict[str, int]:
-        keys = Keys(self.settings.namespace, self._read_generation())
-        with _mapped(self.settings):
-            return {_text(k): int(v) for k, v in self.client.hgetall(keys.stats).items()}
+        """events and dead_letters applied (every project's), undecodable records of the topic."""
+        return self.read_projects()[2]
 
     def read_table(
         self,
@@ -163,29 +163,44 @@ class Reader(Generations):
         the *columns* of its flat view. Raises RunNotFound for an unknown project, ValidationError (a ValueError) for an
         unknown sort path: the web's 404 and 400, the CLI's and Api's errors."""
         ns = self.settings.namespace
-        args: list[Any] = [ns, project_path, self._generation or "", sort or "", "1" if descending else "0", offset, limit]
         with _mapped(self.settings):
-            reply = self._read_only(self._read_table, [active_key(ns)], [*args, *columns])
-        if not reply or not reply[0]:
-            raise RunNotFound(f"namespace {ns!r} has no active generation yet: nothing was folded")
-        generation = _text(reply[0])
-        if reply[1] in (-1, -2):
-            self._refuse_table(project_path, sort, generation, unknown_project=reply[1] == -1)
+            generation = self._read_generation()
+            keys = Keys(ns, generation)
+            index = [keys.project(project_path, "runs"), keys.project(project_path, "paths")]
+            if sort:
+                index.append(keys.by_path(project_path, sort))
+            reply = self._read_only(self._read_page, index, ["1" if descending else "0", offset, limit, sort or ""])
+            if reply == -1 and self._generation is None and self._read_generation() != generation:
+                return self.read_table(project_path, sort=sort, descending=descending, offset=offset, limit=limit,
+                                       columns=columns)  # a switch deleted that generation meanwhile
+            if reply in (-1, -2):
+                self._refuse_table(project_path, sort, generation, unknown_project=reply == -1)
+            total, project_runs, ids, paths = reply
+            ids = [_text(i) for i in ids]
+            pipe = self.client.pipeline(transaction=False)  # the rows: one round trip to the project's node
+            for run_id in ids:
+                run_path = f"{project_path}/{run_id}"
+                pipe.hmget(keys.run(run_path, "meta"), "name", "state", "updated", "created")
+                if columns:
+                    pipe.hmget(keys.run(run_path, "flat"), *columns)
+            replies = pipe.execute() if ids else []
+        step = 2 if columns else 1
         rows = []
-        for run_id, meta, values in reply[3]:
-            name, state, updated, created = (None if m is None else _text(m) for m in meta)
+        for n, run_id in enumerate(ids):
+            name, state, updated, created = (None if m is None else _text(m) for m in replies[step * n])
+            values = replies[step * n + 1] if columns else []
             rows.append(
                 {
-                    "run_id": _text(run_id),
-                    "name": _shown_name(name, _text(run_id)),
+                    "run_id": run_id,
+                    "name": _shown_name(name, run_id),
                     "state": state or "",
                     "updated": int(updated or 0),
                     "created": int(created or 0),
                     "values": {c: None if v is None else json.loads(v) for c, v in zip(columns, values, strict=False)},
                 }
             )
-        paths = sorted(_text(p) for p in reply[4])
-        return TablePage(generation=generation, total=int(reply[1]), project_runs=int(reply[2]), rows=rows, paths=paths)
+        return TablePage(generation=generation, total=int(total), project_runs=int(project_runs), rows=rows,
+                         paths=sorted(_text(p) for p in paths))
 
     def _refuse_table(self, project_path: str, sort: str | None, generation: str, *, unknown_project: bool) -> NoReturn:
         """Raise RunNotFound for a project the generation does not have, ValidationError (a ValueError) for a sort
@@ -207,12 +222,28 @@ class Reader(Generations):
         )
 
     def read_projects(self) -> tuple[str | None, dict[str, int], dict[str, int]]:
-        """(generation, {entity/project: number of runs}, stats) in one atomic round trip."""
-        ns = self.settings.namespace
+        """(generation, {entity/project: number of runs}, stats): the `projects` set, then every project's run
+        count and stats, and the topic's, in one pipeline (one round trip per node)."""
         with _mapped(self.settings):
-            reply = self._read_only(self._read_projects, [active_key(ns)], [ns])
-        if not reply or not reply[0]:
-            return None, {}, {}
-        projects = {_text(p): int(n) for p, n in reply[1]}
-        return _text(reply[0]), dict(sorted(projects.items())), {k: int(v) for k, v in _pairs(reply[2]).items()}
-
+            try:
+                generation = self._read_generation()
+            except RunNotFound:
+                return None, {}, {}
+            keys = Keys(self.settings.namespace, generation)
+            projects = sorted(_text(p) for p in self.client.smembers(keys.projects))
+            pipe = self.client.pipeline(transaction=False)
+            for project in projects:
+                pipe.zcard(keys.project(project, "runs"))
+                pipe.hgetall(keys.project_stats(project))
+            pipe.hgetall(keys.topic_stats(self.settings.topic))
+            replies = pipe.execute()
+        counts: dict[str, int] = {}
+        stats: dict[str, int] = {}
+        for n, project in enumerate(projects):
+            if replies[2 * n]:  # a project with no run yet (its first write did not land) is not listed
+                counts[project] = int(replies[2 * n])
+            for field, value in replies[2 * n + 1].items():
+                stats[_text(field)] = stats.get(_text(field), 0) + int(value)
+        for field, value in replies[-1].items():
+            stats[_text(field)] = stats.get(_text(field), 0) + int(value)
+        return generation, counts, stats

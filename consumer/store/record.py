@@ -16,8 +16,7 @@ __all__ = ["RunRecord", "lua_field_table"]
 
 
 class RunRecord(NamedTuple):
-    run_path: str  #: entity/project/run_id
-    project: str  #: entity/project
+    first_key: str  #: KEYS index of the run's first key (keys.RUN_PARTS follow in order)
     run_id: str
     partition: str
     offset: str  #: of the last record of the batch for this run
@@ -35,7 +34,7 @@ class RunRecord(NamedTuple):
     tensors_del: list[str]
     numeric_set: list[str]  #: flat paths whose sort score is their text in flat_set
     numeric_del: list[str]  #: flat paths no longer numeric (out of their `by:` index)
-    blobs: dict[str, str]  #: sha256 -> ARGV index of the blob's bytes
+    blobs: dict[str, list[str]]  #: sha256 -> [KEYS index of the blob's key, ARGV index of its bytes]
     lacks_from: str  #: without a state: the first offset the stored state lacks ('' = Redis knows it already)
     state_at: dict[str, str]  #: with a state: partition -> offset of the last record the state holds
 

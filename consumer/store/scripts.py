@@ -1,10 +1,11 @@
 """The Lua of the Redis store, from lua/*.lua (read once, at import; each script runs as one atomic step).
 
-`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per batch, EVALSHA; loaded again after
-NOSCRIPT); `READ_RUN`, `READ_TABLE` and `READ_PROJECTS` are the read API's, each resolving the active generation
-and reading in the same step, so a read never mixes two generations. The reads are not sent as scripts: they form
-one Redis function library (`READ_LIBRARY`, loaded with FUNCTION LOAD, called with FCALL_RO), so that the
-read-only ACL user may run these functions and no other Lua (deploy/redis/README.md). `advance.lua` is the
+`APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per node and batch, EVALSHA; loaded again
+after NOSCRIPT); `READ_RUN` and `READ_PAGE` are the read API's, each reading what it reads of one project in one
+atomic step. Every script is given the keys it touches (KEYS); none builds a key name (Redis Cluster needs them
+declared). The reads are not sent as scripts: they form one Redis function library (`READ_LIBRARY`, loaded with
+FUNCTION LOAD on every master, called with FCALL_RO), so that the read-only ACL user may run these functions and no
+other Lua (deploy/redis/README.md). `advance.lua` is the
 checkpoint function both write scripts start with; apply_runs.lua reads RunRecords (record.py). The key layout is
 in keys.py.
 """
@@ -17,8 +18,7 @@ from pathlib import Path
 
 from consumer.store.record import lua_field_table
 
-__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PROJECTS", "READ_RUN", "READ_TABLE", "FunctionLibrary",
-           "read_library"]
+__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PAGE", "READ_RUN", "FunctionLibrary", "read_library"]
 
 _HERE = Path(__file__).resolve().parent / "lua"
 
@@ -31,8 +31,7 @@ _ADVANCE = _lua("advance.lua")
 APPLY_RUNS = _ADVANCE + lua_field_table() + _lua("apply_runs.lua")
 CHECKPOINT = _ADVANCE + _lua("checkpoint.lua")
 READ_RUN = _lua("read_run.lua")
-READ_TABLE = _lua("read_table.lua")
-READ_PROJECTS = _lua("read_projects.lua")
+READ_PAGE = _lua("read_page.lua")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +44,11 @@ class FunctionLibrary:
 
 
 def read_library(tag: str = "") -> FunctionLibrary:
-    """READ_RUN, READ_TABLE and READ_PROJECTS as one function library, each function flagged `no-writes` (so
+    """READ_RUN and READ_PAGE as one function library, each function flagged `no-writes` (so
     FCALL_RO runs it, and Redis refuses any write inside). The library's and the functions' names end with a digest
     of the code: two metricfold versions sharing a Redis never replace each other's functions, and loading the
     same library twice is harmless. *tag* makes another library of the same functions (tests use one of their own)."""
-    bodies = {"read_run": READ_RUN, "read_table": READ_TABLE, "read_projects": READ_PROJECTS}
+    bodies = {"read_run": READ_RUN, "read_page": READ_PAGE}
     digest = hashlib.sha256("\0".join([tag, *bodies.values()]).encode()).hexdigest()[:16]
     functions = {role: f"metricfold_{role}_{digest}" for role in bodies}
     parts = [f"#!lua name=metricfold_reads_{digest}\n"]

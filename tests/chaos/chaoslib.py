@@ -231,7 +231,7 @@ class Verdict:
 def _events_per_run(store: Store) -> dict[str, int]:
     keys = store.keys
     client = store.client
-    found = [k for k in client.scan_iter(match=f"{keys.prefix}:run:*:meta", count=2000)]
+    found = [k for k in client.scan_iter(match=keys.run("*/*/*", "meta"), count=2000)]
     pipe = client.pipeline(transaction=False)
     for key in found:
         pipe.hget(key, "events")

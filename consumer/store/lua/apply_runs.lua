@@ -1,24 +1,25 @@
-
--- KEYS: 1 <ns>:active
--- ARGV: 1 generation that must be active ('' = do not check), 2 key prefix '<ns>:<gen>', 3 JSON array of runs,
---       4 lag key prefix '<ns>:<gen>:lag:<topic>:' (+ partition), 5 the batch's checkpoints as JSON
---       [checkpoint hash, stats hash, [[partition, next offset, undecodable records, known checkpoint or ''], ..]]
---       ('' = none in this call), then each run's state in the order of the runs ('' = the state is not stored
---       this time), then the tensor blobs (each run names its blobs' ARGV index)
+-- One project's part of a consumer batch (every key in one hash slot: keys.py).
+-- KEYS: 1 the project's `retired` marker, 2 its `runs` index, 3 its `paths` set, 4 its stats hash, then the keys
+--       ARGV[3] and the runs name by their KEYS index (lag sets, `by:` indexes, each run's RUN_PARTS and blobs,
+--       and with checkpoints, the checkpoint hash and the topic's stats).
+-- ARGV: 1 '1' = a live write, refused once the generation is retired ('' = do not check), 2 JSON array of runs,
+--       3 JSON [{partition: lag set's KEYS index}, {numeric flat path: `by:` index's KEYS index}], 4 the project's
+--       change channel, 5 the batch's checkpoints as JSON [checkpoint hash's KEYS index, topic stats' KEYS index,
+--       [[partition, next offset, undecodable records, known checkpoint or ''], ..]] ('' = none in this call),
+--       then each run's state in the order of the runs ('' = not stored this time), then the tensor blobs.
 -- A run: a RunRecord (consumer/store/record.py), as a JSON array in its fields' order; `R` (put before this
--- script from that class) names the positions: r[R.offset].
--- Every number a string. Key names as consumer/store/keys.py's Keys makes them.
+-- script from that class) names the positions: r[R.offset]. Every number a string.
 -- The views and the applied offset are written with every batch; the state, when the consumer sends it. A run
--- whose stored state is older than its views is in the partition's lag set (scored by the first offset the state
--- lacks), so a consumer that starts over reads from there and folds the state up to the views again.
--- Returns -2 when the generation is no longer the active one (a replay switched it; nothing written), else one
--- result per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run
--- is written as one step, and the whole call is atomic. A state is stored (1 or 0) unless Redis holds a newer one.
+-- whose stored state is older than its views is in its project's lag set of the partition (scored by the first
+-- offset the state lacks), so a consumer that starts over reads from there and folds the state up to the views.
+-- Returns -2 when the generation was retired (a replay switched to another; nothing written), else one result
+-- per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run is
+-- written as one step, and the whole call is atomic. A state is stored (1 or 0) unless Redis holds a newer one.
 -- With checkpoints, returns {results, one `advance` result per checkpoint}; they advance only when no run got -1.
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
-local prefix = ARGV[2]
-local runs = cjson.decode(ARGV[3])
-local lag = ARGV[4]
+if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
+local runs = cjson.decode(ARGV[2])
+local indexes = cjson.decode(ARGV[3])
+local lag, by_key = indexes[1], indexes[2]
 -- in chunks: Lua's unpack() takes a few thousand values at most
 local function hset(key, map)
   local args, n = {}, 0
@@ -38,78 +39,75 @@ local function each_chunk(command, key, list)  -- (an even chunk size: ZADD's li
 end
 local function hdel(key, list) each_chunk('HDEL', key, list) end
 local out, written, events, dead = {}, 0, 0, 0
--- project path -> {runs = {score, run_id, ..}, by = {numeric flat path: {score, run_id, ..}}}: the sorted sets get
--- one ZADD per project (and path) and call, not one per run (and path); SADD of the paths likewise
-local projects = {}
+-- the sorted sets get one ZADD per call (and path), not one per run (and path); SADD of the paths likewise
+local ranked, by = {}, {}
 for i, r in ipairs(runs) do
   local run_id = r[R.run_id]
-  local rk = prefix .. ':run:{' .. r[R.run_path] .. '}:'
-  local pk = prefix .. ':project:{' .. r[R.project] .. '}:'
-  local applied = redis.call('HGET', rk .. 'applied', r[R.partition])
+  local k = tonumber(r[R.first_key])
+  local summary, flat, meta, tensors = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local applied_key, state_key, stateat_key = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]
+  local applied = redis.call('HGET', applied_key, r[R.partition])
   local state = ARGV[5 + i]
   if applied and tonumber(applied) >= tonumber(r[R.offset]) then
     out[i] = 0
   elseif (applied or '') ~= r[R.expected_prev] then
     out[i] = -1
   else
-    hset(rk .. 'summary', r[R.summary_set]); hdel(rk .. 'summary', r[R.summary_del])
-    hset(rk .. 'flat', r[R.flat_set]); hdel(rk .. 'flat', r[R.flat_del])
-    hset(rk .. 'meta', r[R.meta_set]); hdel(rk .. 'meta', r[R.meta_del])
-    hset(rk .. 'tensors', r[R.tensors_set]); hdel(rk .. 'tensors', r[R.tensors_del])
-    local project = projects[r[R.project]]
-    if not project then project = {runs = {}, by = {}}; projects[r[R.project]] = project end
-    local by, flat = project.by, r[R.flat_set]
+    hset(summary, r[R.summary_set]); hdel(summary, r[R.summary_del])
+    hset(flat, r[R.flat_set]); hdel(flat, r[R.flat_del])
+    hset(meta, r[R.meta_set]); hdel(meta, r[R.meta_del])
+    hset(tensors, r[R.tensors_set]); hdel(tensors, r[R.tensors_del])
+    local values = r[R.flat_set]
     for _, path in ipairs(r[R.numeric_set]) do
       local members = by[path]
       if not members then members = {}; by[path] = members end
-      members[#members + 1] = flat[path]; members[#members + 1] = run_id
+      members[#members + 1] = values[path]; members[#members + 1] = run_id
     end
-    for _, path in ipairs(r[R.numeric_del]) do redis.call('ZREM', pk .. 'by:' .. path, run_id) end
-    for sha, index in pairs(r[R.blobs]) do redis.call('SET', rk .. 'blob:' .. sha, ARGV[tonumber(index)]) end
-    redis.call('HSET', rk .. 'applied', r[R.partition], r[R.offset])
-    if state == '' and r[R.lacks_from] ~= '' then redis.call('ZADD', lag .. r[R.partition], 'NX', r[R.lacks_from], r[R.run_path]) end
-    local ranked = project.runs
+    for _, path in ipairs(r[R.numeric_del]) do redis.call('ZREM', KEYS[by_key[path]], run_id) end
+    for _, blob in pairs(r[R.blobs]) do redis.call('SET', KEYS[tonumber(blob[1])], ARGV[tonumber(blob[2])]) end
+    redis.call('HSET', applied_key, r[R.partition], r[R.offset])
+    if state == '' and r[R.lacks_from] ~= '' then
+      redis.call('ZADD', KEYS[lag[r[R.partition]]], 'NX', r[R.lacks_from], run_id)
+    end
     ranked[#ranked + 1] = r[R.updated_ms]; ranked[#ranked + 1] = run_id
     events = events + tonumber(r[R.events]); dead = dead + tonumber(r[R.dead_letters])
-    redis.call('PUBLISH', prefix .. ':changes:' .. r[R.project], run_id)
+    redis.call('PUBLISH', ARGV[4], run_id)
     out[i] = 1
     written = written + 1
   end
   if out[i] ~= -1 and state ~= '' then
-    local held = redis.call('HGET', rk .. 'stateat', r[R.partition])
+    local held = redis.call('HGET', stateat_key, r[R.partition])
     if not held or tonumber(held) < tonumber(r[R.state_at][r[R.partition]]) then
-      redis.call('SET', rk .. 'state', state)
+      redis.call('SET', state_key, state)
       for partition, offset in pairs(r[R.state_at]) do
-        redis.call('HSET', rk .. 'stateat', partition, offset)
-        local views = redis.call('HGET', rk .. 'applied', partition)
+        redis.call('HSET', stateat_key, partition, offset)
+        local views = redis.call('HGET', applied_key, partition)
         if views and tonumber(views) > tonumber(offset) then
-          redis.call('ZADD', lag .. partition, 'NX', tonumber(offset) + 1, r[R.run_path])
+          redis.call('ZADD', KEYS[lag[partition]], 'NX', tonumber(offset) + 1, run_id)
         else
-          redis.call('ZREM', lag .. partition, r[R.run_path])
+          redis.call('ZREM', KEYS[lag[partition]], run_id)
         end
       end
     end
   end
 end
-for project, changed in pairs(projects) do
-  local pk = prefix .. ':project:{' .. project .. '}:'
-  each_chunk('ZADD', pk .. 'runs', changed.runs)
+if written > 0 then
+  each_chunk('ZADD', KEYS[2], ranked)
   local known = {}
-  for path, members in pairs(changed.by) do
-    each_chunk('ZADD', pk .. 'by:' .. path, members)
+  for path, members in pairs(by) do
+    each_chunk('ZADD', KEYS[by_key[path]], members)
     known[#known + 1] = path
   end
-  each_chunk('SADD', pk .. 'paths', known)
-  redis.call('SADD', prefix .. ':projects', project)
+  each_chunk('SADD', KEYS[3], known)
+  redis.call('HINCRBY', KEYS[4], 'events', events)
+  if dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead_letters', dead) end
 end
-if written > 0 then redis.call('HINCRBY', prefix .. ':stats', 'events', events) end
-if dead > 0 then redis.call('HINCRBY', prefix .. ':stats', 'dead_letters', dead) end
 if ARGV[5] == '' then return out end
 local checkpoints, advanced = cjson.decode(ARGV[5]), {}
 for _, result in ipairs(out) do
   if result == -1 then return {out, advanced} end
 end
 for i, c in ipairs(checkpoints[3]) do
-  advanced[i] = advance(checkpoints[1], checkpoints[2], c[1], c[2], c[3], c[4])
+  advanced[i] = advance(KEYS[checkpoints[1]], KEYS[checkpoints[2]], c[1], c[2], c[3], c[4])
 end
 return {out, advanced}

@@ -1,0 +1,144 @@
+"""Sending script calls to the Redis node that serves their keys: one pipeline per node and batch (a standalone
+Redis is one node; on Redis Cluster each call goes to the master of its hash slot), each ending with WAIT when the
+node has replicas, so that what a batch wrote is on a replica before its checkpoints advance.
+
+A cluster that answers MOVED or ASK (a slot moved: failover, resharding), TRYAGAIN or CLUSTERDOWN, or a node that
+cannot be reached, gets its slot map read again and the calls that did not run sent again (a write that did run is
+skipped the second time, as already applied); when that does not help, StoreUnavailable: the consumer waits and
+starts over from the checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from consumer.store.client import _text
+from schemas.errors import StoreUnavailable
+from schemas.settings import Settings
+
+__all__ = ["Call", "Nodes"]
+
+#: (script, KEYS, ARGV): one EVALSHA
+Call = tuple[Any, list[str], list[Any]]
+
+#: replies that mean the slot map changed under us (or the cluster is between two of them): read it again, retry
+_CLUSTER_MOVES = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+_ROLE_CHECK_S = 10.0  # how long a node's count of connected replicas (ROLE) is trusted
+_ATTEMPTS = 4
+
+
+class Nodes:
+    """The nodes of the store's Redis, as the consumer's batches need them."""
+
+    def __init__(self, client: redis.Redis | RedisCluster, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.cluster = isinstance(client, RedisCluster)
+        self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, connected replicas)
+
+    def run(self, calls: Sequence[Call]) -> list[Any]:
+        """EVALSHA every call, one pipeline per node (one round trip each); returns each call's reply or its error
+        (a ResponseError about its data). Redis unable to take the writes now raises StoreUnavailable."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(1, _ATTEMPTS + 1):
+            failed: list[int] = []
+            problem: BaseException | None = None
+            for node, indexes in self._by_node(calls, todo):
+                try:
+                    got = self._node_pipeline(node, [calls[i] for i in indexes])
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    if not self.cluster:
+                        raise
+                    failed += indexes
+                    problem = exc
+                    continue
+                for i, reply in zip(indexes, got, strict=True):
+                    if isinstance(reply, _CLUSTER_MOVES):
+                        failed.append(i)
+                        problem = reply
+                    else:
+                        replies[i] = reply
+            if not failed:
+                return replies
+            todo = sorted(failed)
+            self._refresh()
+            if attempt < _ATTEMPTS and not isinstance(problem, redis.exceptions.MovedError):
+                time.sleep(0.25 * attempt)
+        raise StoreUnavailable(f"the Redis Cluster did not take the writes after {_ATTEMPTS} tries: {problem}")
+
+    def _by_node(self, calls: Sequence[Call], todo: list[int]) -> list[tuple[redis.Redis, list[int]]]:
+        if not self.cluster:
+            return [(self.client, todo)]  # type: ignore[list-item]
+        groups: dict[str, tuple[redis.Redis, list[int]]] = {}
+        for i in todo:
+            node = self.client.get_node_from_key(calls[i][1][0])  # type: ignore[union-attr]
+            if node.name not in groups:
+                groups[node.name] = (self.client.get_redis_connection(node), [])  # type: ignore[union-attr]
+            groups[node.name][1].append(i)
+        return list(groups.values())
+
+    def _refresh(self) -> None:
+        """Read the cluster's slot map again (after MOVED, a failover, a node gone)."""
+        if not self.cluster:
+            return
+        self._replicas.clear()
+        with contextlib.suppress(redis.RedisError, OSError):  # no node answers yet: the next try reads it again
+            self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+
+    def _node_pipeline(self, node: redis.Redis, calls: list[Call]) -> list[Any]:
+        """One node's calls in one pipeline, ending with WAIT for its replicas; a script the node does not hold
+        (NOSCRIPT: it restarted, was promoted, or SCRIPT FLUSH) is loaded there and the calls are sent again (a call
+        that got NOSCRIPT did not run)."""
+        wanted = self._replicas_to_wait_for(node)
+        for attempt in (1, 2):
+            pipe = node.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if wanted:
+                pipe.execute_command("WAIT", wanted, self.settings.redis_wait_timeout_ms)  # type: ignore[no-untyped-call]
+            replies = list(pipe.execute(raise_on_error=False))
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies) and attempt == 1:
+                for script in {script for script, _, _ in calls}:
+                    script.sha = node.script_load(script.script)
+                continue
+            break
+        if wanted:
+            acknowledged = replies.pop()
+            if isinstance(acknowledged, Exception) or int(acknowledged) < wanted:
+                self._replicas.pop(_name(node), None)  # count them again next time: one may be gone for good
+                raise StoreUnavailable(
+                    f"{wanted} replica(s) of the Redis node at {_name(node)} did not acknowledge the batch within "
+                    f"{self.settings.redis_wait_timeout_ms} ms (WAIT answered {acknowledged}): its checkpoints stay"
+                )
+        return replies
+
+    def waits(self, node: redis.Redis) -> bool:
+        """Whether a batch written to *node* waits for its replicas."""
+        return self._replicas_to_wait_for(node) > 0
+
+    def _replicas_to_wait_for(self, node: redis.Redis) -> int:
+        """min(METRICFOLD_REDIS_WAIT_REPLICAS, the replicas connected to the node by its last ROLE)."""
+        if self.settings.redis_wait_replicas <= 0:
+            return 0
+        name = _name(node)
+        checked = self._replicas.get(name)
+        if checked is None or time.monotonic() - checked[0] > _ROLE_CHECK_S:
+            try:
+                role = node.execute_command("ROLE")  # type: ignore[no-untyped-call]
+                connected = len(role[2]) if role and _text(role[0]) == "master" else 0
+            except redis.exceptions.ResponseError:  # no ROLE for this user (an older ACL): no WAIT
+                connected = 0
+            checked = (time.monotonic(), connected)
+            self._replicas[name] = checked
+        return min(self.settings.redis_wait_replicas, checked[1])
+
+
+def _name(node: redis.Redis) -> str:
+    kwargs = node.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', '')}:{kwargs.get('port', '')}{kwargs.get('path', '')}"
