@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 from consumer.fold import Changes
+from consumer.store.calls import RunWrite, apply_calls
 from consumer.store.keys import Keys
 from consumer.store.record import RunRecord, lua_field_table
 from consumer.store.scripts import APPLY_RUNS
-from consumer.store.calls import RunWrite, apply_calls
 
 LUA = Path(__file__).resolve().parent.parent / "consumer" / "store" / "lua" / "apply_runs.lua"
 
