@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 from cluster import Cluster, start_cluster
+from redis_cluster import RedisClusterStack, start_redis_cluster
 
 from consumer.kafka_io import delete_topics, ensure_topics
 from schemas.settings import Settings
@@ -126,8 +127,37 @@ def _compose_admin_password() -> str:
 
 
 @pytest.fixture
-def settings(stack: Stack) -> Iterator[Settings]:
-    """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace."""
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    """standalone, or cluster for the tests of a module that lists it in REDIS_MODES (they run once on each)."""
+    return str(getattr(request, "param", "standalone"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    modes = getattr(metafunc.module, "REDIS_MODES", None)
+    if modes and "redis_mode" in metafunc.fixturenames:
+        metafunc.parametrize("redis_mode", modes, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterStack]:
+    """A Redis Cluster of 6 nodes (tests/redis_cluster.py), started once for the session on first use."""
+    with start_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as made:
+        yield made
+
+
+@pytest.fixture
+def settings(stack: Stack, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace: on the shared Redis, or
+    on the session's Redis Cluster when the test runs in cluster mode (REDIS_MODES)."""
+    if redis_mode == "cluster":
+        rcluster: RedisClusterStack = request.getfixturevalue("redis_cluster")
+        rcluster.ensure_running()
+        with stack.fresh_settings() as made, rcluster.client() as client:
+            yield dataclasses.replace(made, redis=rcluster.url, redis_password=rcluster.password())
+            with contextlib.suppress(redis.RedisError):
+                for key in list(client.scan_iter(match=f"{made.namespace}*", count=1000)):
+                    client.unlink(key)
+        return
     with stack.fresh_settings() as made:
         yield made
 

@@ -27,6 +27,9 @@ def start(settings: Settings, run_id: str = "r1", **kwargs: Any) -> mf.Run:
     return mf.init(entity="team", project="vision", run_id=run_id, settings=settings, **kwargs)
 
 
+REDIS_MODES = ("standalone", "cluster")  # every test here runs on both (tests/conftest.py)
+
+
 def test_keys_nested_dicts_split_into_leaves_and_slashes_and_dots_stay_literal(settings: Settings) -> None:
     with start(settings) as run:
         run.log({"grad": {"norm": 1.5, "max": 3.0}, "val/loss": 0.5, "lr.peak": 0.1})
