@@ -178,6 +178,7 @@ class Consumer:
         self.limits = limits or Limits.from_env()
         self.store = store or Store(settings)
         self.generation = self.store.ensure_generation()
+        self.store.check_layout(settings.topic)
         self.store.load_read_functions()  # the read-only ACL user (serve, Grafana) cannot load them itself
         self.group = group
         self.live = group  # a live consumer follows `<ns>:active`; a replay writes its own generation

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import producer as mf
+from consumer.runner import Consumer
 from consumer.store import Store
-from schemas.errors import RunNotFound
+from schemas.errors import ConfigError, RunNotFound
 from schemas.settings import Settings
 from schemas.tensors import from_npy
 
@@ -270,3 +271,12 @@ def test_api_runs_sorts_by_a_summary_path_and_an_unknown_run_is_a_clear_error(se
     assert ranked[0].summary["acc"] == {"best": 0.8, "best_step": 0}
     with pytest.raises(RunNotFound, match="team/vision/nope"):
         api.run("team/vision/nope")
+
+
+def test_a_generation_in_the_layout_before_project_tags_is_refused_with_the_way_out(settings: Settings) -> None:
+    with Store(settings) as store:
+        store.ensure_generation()
+        old_checkpoint = store.keys.before_project_tags(settings.topic)[0]
+        store.client.hset(old_checkpoint, "0", "12")  # what a consumer before the per-project layout left
+    with pytest.raises(ConfigError, match=r"before the per-project key layout.*metricfold replay --switch"):
+        Consumer(settings)

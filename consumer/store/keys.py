@@ -119,6 +119,11 @@ class Keys:
     def channel(self, project_path: str) -> str:
         return f"{self.prefix}:changes:{project_path}"
 
+    def before_project_tags(self, topic: str) -> list[str]:
+        """Keys only a generation written before the one-tag-per-project layout has (its checkpoint hash and its
+        global stats hash): such a generation is rebuilt with `metricfold replay --switch` (README)."""
+        return [f"{self.prefix}:checkpoint:{topic}", f"{self.prefix}:stats"]
+
     def is_retired_marker(self, key: bytes) -> bool:
         """Whether *key* is a project's `retired` marker (a generation's deletion leaves those to expire)."""
         return key.startswith(f"{self.prefix}:project:{{".encode()) and key.endswith(b"}:retired")

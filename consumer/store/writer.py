@@ -15,7 +15,7 @@ from consumer.store.calls import ApplyCall, RunWrite, apply_calls, checkpoint_ro
 from consumer.store.client import _mapped, _script_error, _text
 from consumer.store.generations import Generations
 from consumer.store.nodes import Nodes
-from schemas.errors import StoreUnavailable, WriteRefused
+from schemas.errors import ConfigError, StoreUnavailable, WriteRefused
 
 __all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "RunWrite", "StoredRun", "Writer"]
 
@@ -37,6 +37,18 @@ class Writer(Generations):
     _checkpoint: Any
     nodes: Nodes  # where each call goes (one node, or the cluster's masters)
     _announced: set[tuple[str, str]]  # (generation, project) this store added to the `projects` set
+
+    def check_layout(self, topic: str) -> None:
+        """Refuse a generation written in the layout before one hash tag per project (ConfigError): this version
+        would fold beside it into keys no reader of that generation knows."""
+        keys = self.keys
+        with _mapped(self.settings):
+            old = [key for key in keys.before_project_tags(topic) if self.client.exists(key)]
+        if old:
+            raise ConfigError(
+                f"generation {keys.generation} of namespace {self.settings.namespace!r} was written by a metricfold "
+                "before the per-project key layout: stop its consumers and rebuild it with this version's "
+                "`metricfold replay --switch` (README, 'Moving an existing deployment to this layout')")
 
     def checkpoints(self, topic: str) -> dict[int, int]:
         with _mapped(self.settings):
