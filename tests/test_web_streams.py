@@ -154,3 +154,30 @@ def test_watches_end_with_a_clear_error_when_redis_cannot_be_reached() -> None:
             assert isinstance(result, StoreUnavailable) and "127.0.0.1:1" in str(result), result
 
     asyncio.run(first_notices())
+
+
+@pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)
+def test_on_a_redis_cluster_a_watch_gets_the_changes_the_consumer_folds(settings: Settings) -> None:
+    """The live feed on Redis Cluster: GET of `<ns>:active` through the asyncio cluster client, the subscription on
+    one node, the consumer's PUBLISH from whichever master holds the project: the notice arrives."""
+    _fold_a_change(settings)  # the project exists (and a generation is active)
+
+    async def scenario() -> list[str | None]:
+        feed = ChangeFeed(settings)
+        assert isinstance(feed.client, redis.asyncio.RedisCluster)
+        seen: list[str | None] = []
+        try:
+            watch = feed.watch("team/live", tick=0.2)
+            assert await anext(watch) is None  # subscribed
+            with mf.init(entity="team", project="live", run_id="r2", settings=settings) as run:
+                run.log({"loss": 0.5})
+            await asyncio.to_thread(consume_all, settings)
+            deadline = time.monotonic() + 15
+            while "r2" not in seen and time.monotonic() < deadline:
+                seen.append(await anext(watch))
+            await watch.aclose()
+        finally:
+            await feed.aclose()
+        return seen
+
+    assert "r2" in asyncio.run(scenario())
