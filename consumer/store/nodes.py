@@ -10,6 +10,7 @@ starts over from the checkpoints."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.store.client import _text
+from consumer.store.client import _shown, _text
 from schemas.errors import StoreUnavailable
 from schemas.settings import Settings
 
@@ -30,6 +31,7 @@ Call = tuple[Any, list[str], list[Any]]
 _CLUSTER_MOVES = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 _ROLE_CHECK_S = 10.0  # how long a node's count of connected replicas (ROLE) is trusted
 _ATTEMPTS = 4
+log = logging.getLogger(__name__)
 
 
 class Nodes:
@@ -40,6 +42,7 @@ class Nodes:
         self.settings = settings
         self.cluster = isinstance(client, RedisCluster)
         self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, connected replicas)
+        self._warned: set[str] = set()
 
     def run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA every call, one pipeline per node (one round trip each); returns each call's reply or its error
@@ -132,7 +135,11 @@ class Nodes:
             try:
                 role = node.execute_command("ROLE")  # type: ignore[no-untyped-call]
                 connected = len(role[2]) if role and _text(role[0]) == "master" else 0
-            except redis.exceptions.ResponseError:  # no ROLE for this user (an older ACL): no WAIT
+            except redis.exceptions.ResponseError as exc:  # no ROLE for this user (an ACL from before WAIT): no WAIT
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("Redis at %s refused ROLE (%s): the checkpoints do not wait for its replicas; give "
+                                "the consumer's user the rules of `python -m consumer.acl`", name, _shown(exc))
                 connected = 0
             checked = (time.monotonic(), connected)
             self._replicas[name] = checked

@@ -43,7 +43,7 @@ class Writer(Generations):
         would fold beside it into keys no reader of that generation knows."""
         keys = self.keys
         with _mapped(self.settings):
-            old = [key for key in keys.before_project_tags(topic) if self.client.exists(key)]
+            old = [key for key in keys.before_project_tags(topic) if _text(self.client.type(key)) != "none"]
         if old:
             raise ConfigError(
                 f"generation {keys.generation} of namespace {self.settings.namespace!r} was written by a metricfold "

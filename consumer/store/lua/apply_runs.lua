@@ -16,7 +16,7 @@
 -- per run: 1 applied, 0 already applied (skipped), -1 the applied offset is not the expected one. Each run is
 -- written as one step, and the whole call is atomic. A state is stored (1 or 0) unless Redis holds a newer one.
 -- With checkpoints, returns {results, one `advance` result per checkpoint}; they advance only when no run got -1.
-if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) then return -2 end
 local runs = cjson.decode(ARGV[2])
 local indexes = cjson.decode(ARGV[3])
 local lag, by_key = indexes[1], indexes[2]
