@@ -374,6 +374,7 @@ class Consumer:
         acknowledged (AOF everysec), so only what Redis holds is trusted.
         """
         time.sleep(wait_s)
+        self.store.forget_announced()
         self._cache.clear()
         self._partition_of.clear()
         self._dirty.clear()

@@ -46,6 +46,7 @@ class Store(Writer, Reader):
         self._generation = generation
         self.nodes = Nodes(self.client, settings)
         self._announced = set()
+        self._announced_at = 0.0
         self._apply = self.client.register_script(APPLY_RUNS)
         self._checkpoint = self.client.register_script(CHECKPOINT)
         # the reads are functions of one library (FCALL_RO: the read-only ACL user may run them, and no other Lua)

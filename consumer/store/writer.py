@@ -5,6 +5,7 @@ consumer reads to resume (checkpoints, lag sets, stored states)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -20,6 +21,8 @@ from schemas.errors import ConfigError, StoreUnavailable, WriteRefused
 __all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "RunWrite", "StoredRun", "Writer"]
 
 APPLIED, SKIPPED, CONFLICT, MOVED = 1, 0, -1, -2
+#: how often a project is added to the `projects` set again (writer.py, Writer._announce)
+ANNOUNCE_AGAIN_S = 30.0
 
 
 class StoredRun(NamedTuple):
@@ -37,6 +40,7 @@ class Writer(Generations):
     _checkpoint: Any
     nodes: Nodes  # where each call goes (one node, or the cluster's masters)
     _announced: set[tuple[str, str]]  # (generation, project) this store added to the `projects` set
+    _announced_at: float  # when that set was emptied last (time.monotonic())
 
     def check_layout(self, topic: str) -> None:
         """Refuse a generation written in the layout before one hash tag per project (ConfigError): this version
@@ -157,8 +161,11 @@ class Writer(Generations):
         (a reader lists the projects from it). A live write then checks that its generation is still the active
         one (True: it is not, a replay switched): the switch retires the projects it finds in the set after it
         made another generation active, so a project added here before that is retired, and one added after is
-        refused here."""
+        refused here. Each project is added again every ANNOUNCE_AGAIN_S: on a cluster the set lives on another
+        master than the project, whose failover could lose the SADD and nothing else the consumer would notice."""
         keys = self.keys
+        if time.monotonic() - self._announced_at > ANNOUNCE_AGAIN_S:
+            self.forget_announced()
         new = [p for p in dict.fromkeys(projects) if (keys.generation, p) not in self._announced]
         if not new:
             return False
@@ -167,6 +174,12 @@ class Writer(Generations):
             return True
         self._announced.update((keys.generation, p) for p in new)
         return False
+
+    def forget_announced(self) -> None:
+        """Add every project to the `projects` set again before its next write: after Redis lost writes (the
+        consumer starts over), the SADD may be among them."""
+        self._announced.clear()
+        self._announced_at = time.monotonic()
 
     def _refused(self, calls: list[ApplyCall], writes: Sequence[RunWrite], replied: list[Any]) -> None:
         """A script error on a call's data: those runs' records are at fault (WriteRefused names them); any other
