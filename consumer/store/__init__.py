@@ -54,6 +54,7 @@ class Store(Writer, Reader):
         self._read_run, self._read_page = (self._reads.functions[f] for f in ("read_run", "read_page"))
 
     def close(self) -> None:
+        self.nodes.close()
         self.client.close()
 
     def __enter__(self) -> Store:

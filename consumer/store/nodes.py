@@ -1,6 +1,7 @@
 """Sending script calls to the Redis node that serves their keys: one pipeline per node and batch (a standalone
-Redis is one node; on Redis Cluster each call goes to the master of its hash slot), each ending with WAIT when the
-node has replicas, so that what a batch wrote is on a replica before its checkpoints advance.
+Redis is one node; on Redis Cluster each call goes to the master of its hash slot, the masters' pipelines sent at
+once from a few threads), each ending with WAIT when the node has replicas, so that what a batch wrote is on a
+replica before its checkpoints advance.
 
 A cluster that answers MOVED or ASK (a slot moved: failover, resharding), TRYAGAIN or CLUSTERDOWN, or a node that
 cannot be reached, gets its slot map read again and the calls that did not run sent again (a write that did run is
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -43,6 +45,7 @@ class Nodes:
         self.cluster = isinstance(client, RedisCluster)
         self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, connected replicas)
         self._warned: set[str] = set()
+        self._threads: ThreadPoolExecutor | None = None
 
     def run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA every call, one pipeline per node (one round trip each); returns each call's reply or its error
@@ -52,14 +55,17 @@ class Nodes:
         for attempt in range(1, _ATTEMPTS + 1):
             failed: list[int] = []
             problem: BaseException | None = None
-            for node, indexes in self._by_node(calls, todo):
-                try:
-                    got = self._node_pipeline(node, [calls[i] for i in indexes])
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+            groups = self._by_node(calls, todo)
+            sent = self._pool().map(self._send, groups, [calls] * len(groups)) if len(groups) > 1 else [
+                self._send(groups[0], calls)]
+            for (_, indexes), got in zip(groups, list(sent), strict=True):
+                if isinstance(got, StoreUnavailable):
+                    raise got
+                if isinstance(got, BaseException):
                     if not self.cluster:
-                        raise
+                        raise got
                     failed += indexes
-                    problem = exc
+                    problem = got
                     continue
                 for i, reply in zip(indexes, got, strict=True):
                     if isinstance(reply, _CLUSTER_MOVES):
@@ -74,6 +80,25 @@ class Nodes:
             if attempt < _ATTEMPTS and not isinstance(problem, redis.exceptions.MovedError):
                 time.sleep(0.25 * attempt)
         raise StoreUnavailable(f"the Redis Cluster did not take the writes after {_ATTEMPTS} tries: {problem}")
+
+    def _send(self, group: tuple[redis.Redis, list[int]], calls: Sequence[Call]) -> list[Any] | BaseException:
+        """One node's pipeline (a thread of the pool when there are several): its replies, or what went wrong."""
+        node, indexes = group
+        try:
+            return self._node_pipeline(node, [calls[i] for i in indexes])
+        except (redis.ConnectionError, redis.TimeoutError, StoreUnavailable) as exc:
+            return exc
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads that send the nodes' pipelines at once (a cluster's masters work in parallel)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="metricfold-redis")
+        return self._threads
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
 
     def _by_node(self, calls: Sequence[Call], todo: list[int]) -> list[tuple[redis.Redis, list[int]]]:
         if not self.cluster:
