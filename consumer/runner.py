@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer.coalesce import merge_log_records
@@ -97,6 +97,15 @@ _Groups = OrderedDict[tuple[str, int], list[Record]]
 STATE_EVERY_S = 5.0
 #: states stored with one batch, at most (the oldest first), unless they are overdue by 4 x STATE_EVERY_S
 STATES_PER_BATCH = 64
+
+
+class _LostWrites(StoreUnavailable):
+    """Redis lost writes of these runs after acknowledging them: start over from the resume points, read again
+    from where those runs' masters lost them (on a cluster, the topic's checkpoint may be on another master)."""
+
+    def __init__(self, message: str, run_paths: list[str]) -> None:
+        super().__init__(message)
+        self.run_paths = run_paths
 
 
 class _ResumeNeeded(MetricfoldError):
@@ -187,6 +196,7 @@ class Consumer:
         self.poll_records = poll_records
         self.max_cached_runs = max_cached_runs
         self.report = ConsumeReport()
+        self._lost: list[str] = []  # runs whose writes Redis lost, for the next resume points (_LostWrites)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._partition_of: dict[str, int] = {}
         self._dirty: OrderedDict[str, None] = OrderedDict()  # runs whose state differs from the stored one, oldest first
@@ -247,7 +257,8 @@ class Consumer:
 
     def _on_assigned(self, partitions: list[int]) -> dict[int, int]:
         checkpoints = self.store.checkpoints(self.settings.topic)
-        resume = self.store.resume_points(self.settings.topic, checkpoints)
+        resume = self.store.resume_points(self.settings.topic, checkpoints, lost=self._lost)
+        self._lost = []
         self._known.update({p: checkpoints[p] for p in partitions if p in checkpoints})
         if self.metrics is not None:
             self.metrics.rebalanced("assigned", partitions)
@@ -317,7 +328,7 @@ class Consumer:
             except StoreUnavailable as exc:
                 self.report.redis_failures += 1
                 log.warning("Redis is unavailable (%s); resuming from its checkpoint in %.1f s", exc, backoff)
-                self._reset(backoff)
+                self._reset(backoff, lost=exc.run_paths if isinstance(exc, _LostWrites) else ())
                 with contextlib.suppress(StoreUnavailable):  # a Redis that lost its data lost the read functions too
                     self.store.load_read_functions()
                 backoff = min(backoff * 2, 10.0)
@@ -367,13 +378,14 @@ class Consumer:
                 del self._suspect[record.partition]
         return rest
 
-    def _reset(self, wait_s: float) -> None:
+    def _reset(self, wait_s: float, *, lost: Sequence[str] = ()) -> None:
         """After a failed batch: forget every cached state and read again from the Redis checkpoint.
 
         The cached states may hold records whose write did not land, and Redis may have lost writes it had
         acknowledged (AOF everysec), so only what Redis holds is trusted.
         """
         time.sleep(wait_s)
+        self._lost = [*self._lost, *lost]  # until a seek used them (a new Kafka client's assignment, if not this one)
         self.store.forget_announced()
         self._cache.clear()
         self._partition_of.clear()
@@ -382,7 +394,8 @@ class Consumer:
         if self._kafka is not None:
             try:
                 checkpoints = self.store.checkpoints(self.settings.topic)
-                self._kafka.seek(self.store.resume_points(self.settings.topic, checkpoints))
+                self._kafka.seek(self.store.resume_points(self.settings.topic, checkpoints, lost=self._lost))
+                self._lost = []
                 self._known.update(checkpoints)
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 log.warning("cannot seek back yet (%s); dropping the Kafka connection to start over", exc)
@@ -601,13 +614,15 @@ class Consumer:
         Redis lost writes it had acknowledged: refolding only this batch would leave a gap, so start over from
         the Redis resume points (a newer offset means another writer, handled by refolding the batch)."""
         stored = self.store.load_runs([w.run_path for w in conflicts])
-        for w in conflicts:
-            applied = stored[w.run_path].applied.get(w.partition)
-            if lost_writes(w.expected_prev, applied):
-                raise StoreUnavailable(
-                    f"Redis lost writes it had acknowledged: run {w.run_path} is at offset {applied} of partition "
-                    f"{w.partition}, not {w.expected_prev}"
-                )
+        lost = [w for w in conflicts if lost_writes(w.expected_prev, stored[w.run_path].applied.get(w.partition))]
+        if lost:
+            w = lost[0]
+            raise _LostWrites(
+                f"Redis lost writes it had acknowledged: run {w.run_path} is at offset "
+                f"{stored[w.run_path].applied.get(w.partition)} of partition {w.partition}, not {w.expected_prev}"
+                + (f" (and {len(lost) - 1} more runs)" if len(lost) > 1 else ""),
+                [w.run_path for w in lost],
+            )
 
     def _check_moved(self, results: list[int]) -> None:
         if MOVED in results:

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 import consumer.events
 import consumer.runner
 import consumer.store.client
-import consumer.store.writer
+import consumer.store.calls
 from consumer.digest import digest_generation
 from consumer.replay import replay
 from consumer.store import Store
@@ -145,7 +145,7 @@ def test_a_record_that_cannot_be_encoded_for_redis_between_valid_ones(
 def lua_refuses_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], int]]:
     """apply_runs gets a document Lua's JSON parser refuses whenever the runs' changes hold "poison": the real
     script fails in the real Redis. Yields how many calls were refused."""
-    real = consumer.store.writer._encode_runs
+    real = consumer.store.calls._encode_runs
     refused = 0
 
     def encode_runs(runs: Any, writes: Any) -> bytes:
@@ -156,7 +156,7 @@ def lua_refuses_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[],
             return b"{not json"
         return document
 
-    monkeypatch.setattr(consumer.store.writer, "_encode_runs", encode_runs)
+    monkeypatch.setattr(consumer.store.calls, "_encode_runs", encode_runs)
     yield lambda: refused
 
 

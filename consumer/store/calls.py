@@ -96,7 +96,7 @@ def _call(keys: Keys, topic: str, project: str, writes: list[RunWrite], indexes:
     numeric paths go by name only: their sort score is their text in flat_set (the JSON of a finite int or float,
     which Redis reads as the same double)."""
     key_list = [keys.retired(project), keys.project(project, "runs"), keys.project(project, "paths"),
-                keys.project_stats(project)]
+                keys.project_stats(project), keys.seen(project, topic)]
     lag: dict[str, int] = {}
     by: dict[str, int] = {}
 

@@ -21,6 +21,9 @@ project's part of a consumer batch is one atomic script call:
                                                           state lacks: the runs whose state is older than their views
                                                           (a consumer seeks to the lowest over every project, or to the
                                                           checkpoint when there is none)
+    <ns>:<gen>:project:{<proj>}:seen:<topic>      hash    partition -> the offset after the project's last record
+                                                          applied: where to read again when its master lost writes
+                                                          that the topic's checkpoint (on another master) did not
     <ns>:<gen>:project:{<proj>}:retired           string  set when a replay's switch retired the generation: a live
                                                           write to the project is refused (the consumer moves on)
     <ns>:<gen>:projects                           set     entity/project of every project
@@ -101,6 +104,10 @@ class Keys:
 
     def project_stats(self, project_path: str) -> str:
         return self.project(project_path, "stats")
+
+    def seen(self, project_path: str, topic: str) -> str:
+        """The project's `seen` hash: partition -> next offset after the project's last record applied."""
+        return self.project(project_path, f"seen:{topic}")
 
     def retired(self, project_path: str) -> str:
         return self.project(project_path, "retired")

@@ -81,6 +81,18 @@ class Nodes:
                 time.sleep(0.25 * attempt)
         raise StoreUnavailable(f"the Redis Cluster did not take the writes after {_ATTEMPTS} tries: {problem}")
 
+    def neighbours(self, lost: Sequence[str], projects: dict[str, str]) -> list[str]:
+        """The projects (name -> one of its keys) served by the node of any key in *lost*: on a cluster, those that
+        node's failover may have taken writes from; a standalone Redis: none (it lost its checkpoints too, and
+        the resume points are right as they are)."""
+        if not self.cluster or not lost:
+            return []
+        self._refresh()
+        cluster: RedisCluster = self.client  # type: ignore[assignment]
+        nodes = {cluster.get_node_from_key(key).name for key in lost}  # type: ignore[no-untyped-call]
+        return [project for project, key in projects.items()
+                if cluster.get_node_from_key(key).name in nodes]  # type: ignore[no-untyped-call]
+
     def _send(self, group: tuple[redis.Redis, list[int]], calls: Sequence[Call]) -> list[Any] | BaseException:
         """One node's pipeline (a thread of the pool when there are several): its replies, or what went wrong."""
         node, indexes = group

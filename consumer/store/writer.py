@@ -15,6 +15,7 @@ from consumer.resume import held_by_state, resume_points
 from consumer.store.calls import ApplyCall, RunWrite, apply_calls, checkpoint_rows, merge_checkpoints
 from consumer.store.client import _mapped, _script_error, _text
 from consumer.store.generations import Generations
+from consumer.store.keys import split_run_path
 from consumer.store.nodes import Nodes
 from schemas.errors import ConfigError, StoreUnavailable, WriteRefused
 
@@ -59,10 +60,16 @@ class Writer(Generations):
             raw = self.client.hgetall(self.keys.checkpoint(topic))
         return {int(p): int(o) for p, o in raw.items()}
 
-    def resume_points(self, topic: str, checkpoints: dict[int, int] | None = None) -> dict[int, int]:
+    def resume_points(self, topic: str, checkpoints: dict[int, int] | None = None, *,
+                      lost: Sequence[str] = ()) -> dict[int, int]:
         """Where a consumer starts reading each partition: its checkpoint, or the first offset a run's stored
         state lacks if that is lower (the lowest of every project's lag set), so that every state can be folded up
-        to its views again. *checkpoints*: the ones the caller just read (`checkpoints()`), not read again."""
+        to its views again. *checkpoints*: the ones the caller just read (`checkpoints()`), not read again.
+
+        *lost*: run paths whose writes Redis lost after acknowledging them. On a cluster the master that lost them
+        may not be the one holding the checkpoints, which then say nothing of the loss: every project on the
+        master(s) of those runs is read again from its `seen` offsets (each partition from the lowest), which may
+        go far back for a project idle since; a standalone Redis lost its checkpoints with the rest."""
         keys = self.keys
         if checkpoints is None:
             checkpoints = self.checkpoints(topic)
@@ -72,13 +79,24 @@ class Writer(Generations):
             asked = [(p, project) for project in projects for p in checkpoints]
             for partition, project in asked:
                 pipe.zrange(keys.lag(project, topic, partition), 0, 0, withscores=True)
-            lowest = pipe.execute() if asked else []
+            again = self.nodes.neighbours([keys.project(split_run_path(path)[0], "runs") for path in lost],
+                                          {project: keys.project(project, "runs") for project in projects})
+            for project in again:
+                pipe.hgetall(keys.seen(project, topic))
+            replies = pipe.execute() if asked or again else []
         lacking: dict[int, int | None] = dict.fromkeys(checkpoints)
-        for (partition, _), first in zip(asked, lowest, strict=True):
-            if first:
-                offset = int(first[0][1])
+
+        def lower(partition: int, offset: int) -> None:
+            if partition in lacking:
                 known = lacking[partition]
                 lacking[partition] = offset if known is None else min(known, offset)
+
+        for (partition, _), first in zip(asked, replies, strict=False):
+            if first:
+                lower(partition, int(first[0][1]))
+        for seen in replies[len(asked):]:
+            for partition, offset in seen.items():
+                lower(int(partition), int(offset))
         return resume_points(checkpoints, lacking)
 
     def load_runs(self, run_paths: Sequence[str]) -> dict[str, StoredRun]:

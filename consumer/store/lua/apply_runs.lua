@@ -1,5 +1,6 @@
 -- One project's part of a consumer batch (every key in one hash slot: keys.py).
--- KEYS: 1 the project's `retired` marker, 2 its `runs` index, 3 its `paths` set, 4 its stats hash, then the keys
+-- KEYS: 1 the project's `retired` marker, 2 its `runs` index, 3 its `paths` set, 4 its stats hash, 5 its `seen`
+--       hash (partition -> the offset after its last record applied), then the keys
 --       ARGV[3] and the runs name by their KEYS index (lag sets, `by:` indexes, each run's RUN_PARTS and blobs,
 --       and with checkpoints, the checkpoint hash and the topic's stats).
 -- ARGV: 1 '1' = a live write, refused once the generation is retired ('' = do not check), 2 JSON array of runs,
@@ -40,7 +41,7 @@ end
 local function hdel(key, list) each_chunk('HDEL', key, list) end
 local out, written, events, dead = {}, 0, 0, 0
 -- the sorted sets get one ZADD per call (and path), not one per run (and path); SADD of the paths likewise
-local ranked, by = {}, {}
+local ranked, by, seen = {}, {}, {}
 for i, r in ipairs(runs) do
   local run_id = r[R.run_id]
   local k = tonumber(r[R.first_key])
@@ -75,6 +76,10 @@ for i, r in ipairs(runs) do
     out[i] = 1
     written = written + 1
   end
+  if out[i] ~= -1 then
+    local next_offset = tonumber(r[R.offset]) + 1
+    if (seen[r[R.partition]] or -1) < next_offset then seen[r[R.partition]] = next_offset end
+  end
   if out[i] ~= -1 and state ~= '' then
     local held = redis.call('HGET', stateat_key, r[R.partition])
     if not held or tonumber(held) < tonumber(r[R.state_at][r[R.partition]]) then
@@ -101,6 +106,11 @@ if written > 0 then
   each_chunk('SADD', KEYS[3], known)
   redis.call('HINCRBY', KEYS[4], 'events', events)
   if dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead_letters', dead) end
+end
+for partition, next_offset in pairs(seen) do
+  if tonumber(redis.call('HGET', KEYS[5], partition) or '-1') < next_offset then
+    redis.call('HSET', KEYS[5], partition, next_offset)
+  end
 end
 if ARGV[5] == '' then return out end
 local checkpoints, advanced = cjson.decode(ARGV[5]), {}
