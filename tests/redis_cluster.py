@@ -14,19 +14,26 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from schemas.settings import Settings
+
 from support import port_free
 
-__all__ = ["NODES", "RedisClusterStack", "start_redis_cluster", "wait_for"]
+__all__ = ["BOTH_MODES", "NODES", "RedisClusterStack", "fresh_settings_in", "start_redis_cluster", "wait_for"]
 
 REPO = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO / "deploy" / "local" / "stack.sh"
 NODES = 6
 #: first ports to try; node N listens on +N-1 and its cluster bus on +N-1+10000
-PORT_CHOICES = (16779, 16879, 16979, 17079)
+PORT_CHOICES = (16779, 16879, 16979, 17079, 17479, 17579, 17679)  # (the last three: for sessions run side by side)
+#: a test marked so runs twice, on the standalone Redis and on the session's Redis Cluster (the `redis_mode` fixture of
+#: tests/conftest.py, given as a parameter): for a module of which only some tests run on both (not REDIS_MODES)
+BOTH_MODES = pytest.mark.parametrize("redis_mode", ("standalone", "cluster"), indirect=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +78,16 @@ class RedisClusterStack:
         for n in range(1, NODES + 1):
             with contextlib.suppress(redis.ConnectionError), self.node(n) as client:
                 action(client)
+
+    def on_cluster(self, settings: Settings) -> Settings:
+        """*settings* pointed at this cluster (its first node's URL), logged in as its administrator."""
+        return dataclasses.replace(settings, redis=self.url, redis_username=None, redis_password=self.password())
+
+    def delete_namespace(self, namespace: str) -> None:
+        """UNLINK every key of *namespace* (and of the namespaces that start with it) on every master."""
+        with contextlib.suppress(redis.RedisError), self.client() as client:
+            for key in list(client.scan_iter(match=f"{namespace}*", count=1000)):
+                client.unlink(key)
 
     def pid(self, n: int) -> int | None:
         try:
@@ -153,3 +170,21 @@ def start_redis_cluster(stack_dir: Path) -> Iterator[RedisClusterStack]:
         yield made
     finally:
         made.control("kill-redis")
+
+
+@contextlib.contextmanager
+def fresh_settings_in(stack: Any, mode: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """`stack.fresh_settings()` (a fresh topic and namespace, deleted afterwards) on the shared Redis (mode
+    standalone) or on the session's Redis Cluster (mode cluster): tests/conftest.py's `settings`, for a module-scoped
+    fixture (*stack* is conftest's Stack, *request* the fixture's, to reach the session's cluster)."""
+    if mode != "cluster":
+        with stack.fresh_settings() as made:
+            yield made
+        return
+    rcluster: RedisClusterStack = request.getfixturevalue("redis_cluster")
+    rcluster.ensure_running()
+    with stack.fresh_settings() as made:
+        try:
+            yield rcluster.on_cluster(made)
+        finally:
+            rcluster.delete_namespace(made.namespace)
