@@ -1,6 +1,9 @@
 """Honest answers of every reader (CLI, Api, web) against the real Redis filled by the real SDK and consumer:
 an unknown project or sort path is an error everywhere, with the same words; a run without a name shows the
-name made up from its run id everywhere."""
+name made up from its run id everywhere.
+
+The tests that read the folded project run twice: on the standalone Redis and on the session's Redis Cluster (the
+module-scoped `folded` fixture is parametrized by mode)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis_cluster import fresh_settings_in
 from test_producer_unit import flatten
 
 import producer as mf
@@ -29,10 +33,11 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def folded(stack: Any) -> Iterator[Settings]:  # conftest.Stack
-    """team/vision: run "named" (name "given"; a second producer attached without a name), run "anon" (no name)."""
-    with stack.fresh_settings() as made:
+@pytest.fixture(scope="module", params=["standalone", "cluster"])
+def folded(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:  # conftest.Stack
+    """team/vision: run "named" (name "given"; a second producer attached without a name), run "anon" (no name); on
+    the standalone Redis or on the Redis Cluster."""
+    with fresh_settings_in(stack, request.param, request) as made:
         with mf.init(entity="team", project="vision", run_id="named", name="given", settings=made) as run:
             run.log({"loss": 0.5})
         with mf.init(entity="team", project="vision", run_id="named", settings=made) as run:  # another rank, no name

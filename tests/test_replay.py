@@ -1,4 +1,8 @@
-"""Replay against the real broker and Redis: same digest as the live fold, point-in-time views, atomic switch."""
+"""Replay against the real broker and Redis: same digest as the live fold, point-in-time views, atomic switch.
+
+On the Redis Cluster too (BOTH_MODES): the point-in-time replay's digest, the switch under a live consumer and
+readers, and a namespace without data; the crash test and the deleted-events test run on the standalone Redis only
+(the first is the module's slowest, the second is about Kafka)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
+from redis_cluster import BOTH_MODES
 
 import producer as mf
 from consumer.digest import digest_generation
@@ -63,6 +68,7 @@ def test_replay_after_a_live_fold_with_crashes_gives_the_same_digest_and_twice_t
         assert store.active_generation() == "g1"  # not switched
 
 
+@BOTH_MODES
 def test_replay_until_offset_equals_a_live_fold_stopped_at_that_offset(settings: Settings) -> None:
     produce_stream(settings, runs=3, events_per_run=400, seed=3)
     ends = {p: end for p, (_, end) in first_offsets(settings).items()}
@@ -90,6 +96,7 @@ def test_replay_refuses_when_events_were_deleted_unless_gaps_are_allowed(setting
     assert quiet_replay(settings, generation="gappy", allow_gaps=True).records > 0
 
 
+@BOTH_MODES
 def test_switch_moves_readers_and_the_live_consumer_without_losing_or_doubling(settings: Settings) -> None:
     run = mf.init(entity="team", project="vision", run_id="sw", settings=settings)
     for i in range(200):
@@ -150,6 +157,7 @@ def test_switch_moves_readers_and_the_live_consumer_without_losing_or_doubling(s
     assert active_digest(settings) == active_digest(clean)
 
 
+@BOTH_MODES
 def test_readers_of_a_namespace_without_data_get_a_clear_not_found(settings: Settings) -> None:
     with Store(settings) as store, pytest.raises(RunNotFound, match="no active generation"):
         store.read_run("team/vision/none")

@@ -1,4 +1,7 @@
-"""The JSON API and the pages of `metricfold serve`, against the real Redis filled by the real SDK and consumer."""
+"""The JSON API and the pages of `metricfold serve`, against the real Redis filled by the real SDK and consumer.
+
+Every test that reads the filled project runs twice: on the standalone Redis and on the session's Redis Cluster
+(the module-scoped `filled` fixture is parametrized by mode; filling it takes a few seconds, the tests less)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from redis_cluster import fresh_settings_in
 from web_support import EVIL, RUNS, fill_project, loss_min
 
 import producer as mf
@@ -23,10 +27,11 @@ from support import consume_all
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def filled(stack: Any) -> Iterator[Settings]:  # conftest.Stack (not imported: tests/chaos has a conftest too)
-    """One project for the whole module (filling it takes a few seconds): its own topic and namespace."""
-    with stack.fresh_settings() as made:
+@pytest.fixture(scope="module", params=["standalone", "cluster"])
+def filled(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """One project for the whole module (filling it takes a few seconds): its own topic and namespace, on the
+    standalone Redis or on the Redis Cluster (*stack*: conftest.Stack, not imported: tests/chaos has a conftest too)."""
+    with fresh_settings_in(stack, request.param, request) as made:
         fill_project(made)
         consume_all(made)
         yield made
