@@ -5,11 +5,18 @@ an earlier run, never the real `mf` namespace), and checks them with ACL DRYRUN 
 consumer folds, replays and digests; the reader reads (the read functions, FCALL_RO), serves the page and its live
 stream, and Grafana's queries; each may run nothing else. The stack's own users are checked too: its `default`
 user needs the stack's password.
+
+The tests that load users for a namespace, or connect as them, run twice (BOTH_MODES): on the standalone Redis and
+on the session's Redis Cluster, where every node keeps its own users, so the users are made and deleted on every
+node (`admin_nodes`), ACL DRYRUN asks every node, and the tests' direct reads as the administrator go through a
+cluster client (`redis_client`). The stack's own users and the rules' text are checked on the standalone Redis
+(tests/test_redis_cluster_stack.py checks the cluster's nodes have them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -20,13 +27,16 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.asyncio.cluster
+from redis.cluster import RedisCluster
+from redis_cluster import BOTH_MODES, NODES, RedisClusterStack
 
 import consumer.store
 import producer as mf
@@ -48,41 +58,83 @@ DEPLOY = REPO / "deploy"
 STACK_SCRIPT = DEPLOY / "local" / "stack.sh"
 
 
-def make_user(client: redis.Redis, name: str, user: str, namespace: str) -> str:
-    """(Re)make the ACL user *name* with the generated rules of *user* for *namespace*; returns its password."""
+@pytest.fixture
+def admin_nodes(stack: Any, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[list[redis.Redis]]:
+    """Where ACL users live, as the administrator: the standalone Redis, or each of the cluster's nodes (every node
+    keeps its own users: a user made on one is unknown to the others)."""
+    if redis_mode == "cluster":
+        rcluster: RedisClusterStack = request.getfixturevalue("redis_cluster")
+        nodes = [rcluster.node(n) for n in range(1, NODES + 1)]
+    else:
+        nodes = [stack.redis()]
+    yield nodes
+    for node in nodes:
+        node.close()
+
+
+@pytest.fixture(name="redis_client")
+def admin_client(stack: Any, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The administrator's client for a test's direct reads and writes: the standalone Redis, or a cluster client
+    (RedisCluster: each command goes to the node of its key, FUNCTION LIST / DELETE to every master)."""
+    if redis_mode == "cluster":
+        rcluster: RedisClusterStack = request.getfixturevalue("redis_cluster")
+        client: Any = rcluster.client()
+    else:
+        client = stack.redis()
+    yield client
+    client.close()
+
+
+def make_user(nodes: list[redis.Redis], name: str, user: str, namespace: str) -> str:
+    """(Re)make the ACL user *name* on every node of *nodes* with the generated rules of *user* for *namespace*;
+    returns its password."""
     password = secrets.token_hex(16)
-    client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *user_rules(user, namespace))
+    for node in nodes:
+        node.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *user_rules(user, namespace))
     return password
 
 
+def delete_user(nodes: list[redis.Redis], name: str) -> None:
+    for node in nodes:
+        node.execute_command("ACL", "DELUSER", name)
+
+
 @pytest.fixture
-def namespace_users(settings: Settings, redis_client: redis.Redis) -> Iterator[dict[str, Settings]]:
-    """The consumer's and the reader's generated rules for the test namespace, loaded now: settings that log in as
-    each ("consumer", "reader"), as users named `<namespace>-consumer` and `<namespace>-reader`."""
+def namespace_users(settings: Settings, admin_nodes: list[redis.Redis]) -> Iterator[dict[str, Settings]]:
+    """The consumer's and the reader's generated rules for the test namespace, loaded now (on every node of a
+    cluster): settings that log in as each ("consumer", "reader"), as users named `<namespace>-consumer` and
+    `<namespace>-reader`."""
     made = {}
     for role, user in (("consumer", CONSUMER), ("reader", READER)):
         name = f"{settings.namespace}-{role}"
-        password = make_user(redis_client, name, user, settings.namespace)
+        password = make_user(admin_nodes, name, user, settings.namespace)
         made[role] = dataclasses.replace(settings, redis_username=name, redis_password=password)
     yield made
     for role in made:
-        redis_client.execute_command("ACL", "DELUSER", f"{settings.namespace}-{role}")
+        delete_user(admin_nodes, f"{settings.namespace}-{role}")
 
 
-def dryrun(client: redis.Redis, name: str, *command: str) -> str:
-    """What Redis would answer *name* running *command*: "OK", or why not."""
-    reply = client.execute_command("ACL", "DRYRUN", name, *command)
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
+def dryrun(nodes: list[redis.Redis], name: str, *command: str) -> str:
+    """What Redis would answer *name* running *command*: "OK" when every node of *nodes* says so, else the first
+    node's reason why not (or the nodes' different answers)."""
+    answers = []
+    for node in nodes:
+        reply = node.execute_command("ACL", "DRYRUN", name, *command)
+        answers.append(reply.decode() if isinstance(reply, bytes) else str(reply))
+    assert answers, "no node to ask"
+    if len(set(answers)) > 1 and answers.count("OK"):
+        return f"the nodes answer differently: {answers}"
+    return answers[0]
 
 
-def refused(client: redis.Redis, name: str, commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+def refused(nodes: list[redis.Redis], name: str, commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """The commands of *commands* that *name* may run (each should be refused)."""
-    return [c for c in commands if dryrun(client, name, *c) == "OK"]
+    return [c for c in commands if dryrun(nodes, name, *c) == "OK"]
 
 
-def allowed_not(client: redis.Redis, name: str, commands: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], str]]:
+def allowed_not(nodes: list[redis.Redis], name: str, commands: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], str]]:
     """The commands of *commands* that *name* may not run (each should be allowed), with Redis's reason."""
-    return [(c, answer) for c in commands if (answer := dryrun(client, name, *c)) != "OK"]
+    return [(c, answer) for c in commands if (answer := dryrun(nodes, name, *c)) != "OK"]
 
 
 def reads(ns: str) -> list[tuple[str, ...]]:
@@ -127,8 +179,9 @@ def admin_and_outside(ns: str) -> list[tuple[str, ...]]:
     ]
 
 
+@BOTH_MODES
 def test_consumer_rules_allow_what_the_consumer_runs_and_nothing_server_wide(
-    namespace_users: dict[str, Settings], redis_client: redis.Redis
+    namespace_users: dict[str, Settings], admin_nodes: list[redis.Redis]
 ) -> None:
     ns, name = namespace_users["consumer"].namespace, namespace_users["consumer"].redis_username
     assert name is not None
@@ -142,12 +195,13 @@ def test_consumer_rules_allow_what_the_consumer_runs_and_nothing_server_wide(
         ("LRANGE", f"{ns}:g1:list", "0", "-1"),
     ]
 
-    assert allowed_not(redis_client, name, reads(ns) + writes) == []
-    assert refused(redis_client, name, [*admin_and_outside(ns), ("FCALL_RO", "f", "1", "mf:active")]) == []
+    assert allowed_not(admin_nodes, name, reads(ns) + writes) == []
+    assert refused(admin_nodes, name, [*admin_and_outside(ns), ("FCALL_RO", "f", "1", "mf:active")]) == []
 
 
+@BOTH_MODES
 def test_reader_rules_allow_the_reads_and_the_read_functions_only(
-    namespace_users: dict[str, Settings], redis_client: redis.Redis
+    namespace_users: dict[str, Settings], admin_nodes: list[redis.Redis]
 ) -> None:
     ns, name = namespace_users["reader"].namespace, namespace_users["reader"].redis_username
     assert name is not None
@@ -159,8 +213,8 @@ def test_reader_rules_allow_the_reads_and_the_read_functions_only(
         ("FCALL", "f", "0"), ("TYPE", f"{ns}:active"),
     ]
 
-    assert allowed_not(redis_client, name, reads(ns)) == []
-    assert refused(redis_client, name, admin_and_outside(ns) + writes_and_lua) == []
+    assert allowed_not(admin_nodes, name, reads(ns)) == []
+    assert refused(admin_nodes, name, admin_and_outside(ns) + writes_and_lua) == []
 
 
 def test_the_rules_are_generated_for_the_namespace_given() -> None:
@@ -175,33 +229,52 @@ def test_the_rules_are_generated_for_the_namespace_given() -> None:
             user_rules(READER, bad)
 
 
-def test_the_reader_cannot_run_lua_of_its_own_so_a_loop_cannot_block_redis(namespace_users: dict[str, Settings]) -> None:
+@BOTH_MODES
+def test_the_reader_cannot_run_lua_of_its_own_so_a_loop_cannot_block_redis(
+    namespace_users: dict[str, Settings], admin_nodes: list[redis.Redis], redis_mode: str
+) -> None:
     """Any Lua the reader could send, `while true do end` included, would block Redis for everyone (and the reader
-    may not SCRIPT KILL). The scripts sent here are harmless: refused, or run, they never block the shared server."""
+    may not SCRIPT KILL). The scripts sent here are harmless: refused, or run, they never block the shared server.
+    On a cluster, each node is asked directly (a reader may connect to any node, and metricfold's cluster client
+    would not even send a script without keys)."""
     as_reader = namespace_users["reader"]
-    reader = redis_client(as_reader)
-    harmless = "return redis.call('GET', KEYS[1])"
+    if redis_mode == "cluster":
+        readers = [redis.Redis(host=node.connection_pool.connection_kwargs["host"],
+                               port=node.connection_pool.connection_kwargs["port"], username=as_reader.redis_username,
+                               password=as_reader.redis_password, socket_timeout=5)
+                   for node in admin_nodes]
+    else:
+        readers = [redis_client(as_reader)]
     try:
-        for call in (
-            lambda: reader.eval_ro(harmless, 1, f"{as_reader.namespace}:active"),
-            lambda: reader.evalsha_ro("0" * 40, 0),
-            lambda: reader.eval(harmless, 1, f"{as_reader.namespace}:active"),
-            lambda: reader.script_load(harmless),
-            lambda: reader.function_load(f"#!lua name={as_reader.namespace}_own\nredis.register_function{{function_name="
-                                         f"'{as_reader.namespace}_own', flags={{'no-writes'}}, callback=function() "
-                                         "return 1 end}"),
-            lambda: reader.script_kill(),
-            lambda: reader.set(f"{as_reader.namespace}:active", "hijacked"),
-            lambda: reader.publish(f"{as_reader.namespace}:g1:changes:a/b", "c"),
-            lambda: reader.get("outside:the:namespace"),
-        ):
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                call()
+        for reader in readers:
+            for call in _lua_and_writes(reader, as_reader.namespace):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    call()
     finally:
-        reader.close()
+        for reader in readers:
+            reader.close()
 
 
-def test_the_stacks_default_user_needs_its_password(stack: Any, redis_client: redis.Redis) -> None:
+def _lua_and_writes(reader: redis.Redis, ns: str) -> list[Callable[[], object]]:
+    """Lua of the reader's own (harmless), SCRIPT KILL, writes and a key outside *ns*: each refused to the reader."""
+    harmless = "return redis.call('GET', KEYS[1])"
+    return [
+        lambda: reader.eval_ro(harmless, 1, f"{ns}:active"),
+        lambda: reader.evalsha_ro("0" * 40, 0),
+        lambda: reader.eval(harmless, 1, f"{ns}:active"),
+        lambda: reader.script_load(harmless),
+        lambda: reader.function_load(f"#!lua name={ns}_own\nredis.register_function{{function_name='{ns}_own', "
+                                     "flags={'no-writes'}, callback=function() return 1 end}"),
+        lambda: reader.script_kill(),
+        lambda: reader.set(f"{ns}:active", "hijacked"),
+        lambda: reader.publish(f"{ns}:g1:changes:a/b", "c"),
+        lambda: reader.get("outside:the:namespace"),
+    ]
+
+
+def test_the_stacks_default_user_needs_its_password(
+    stack: Any, redis_client: redis.Redis, admin_nodes: list[redis.Redis]
+) -> None:
     """The split cannot be bypassed by not logging in: the running stack's `default` user has a password, and its
     metricfold users are the generated ones (a server started with the old, hand-written rules fails here)."""
     with pytest.raises(redis.AuthenticationError), redis.Redis.from_url(stack.redis_url) as anonymous:
@@ -213,27 +286,48 @@ def test_the_stacks_default_user_needs_its_password(stack: Any, redis_client: re
     assert redis_client.ping()  # the tests' own login: the stack's password
     namespace = os.environ.get("METRICFOLD_NAMESPACE") or "mf"
     for user, command in ((CONSUMER, ("SCRIPT", "FLUSH")), (READER, ("EVAL_RO", "return 1", "0"))):
-        assert dryrun(redis_client, user, *command) != "OK"
-        assert dryrun(redis_client, user, "GET", f"{namespace}:active") == "OK"
+        assert dryrun(admin_nodes, user, *command) != "OK"
+        assert dryrun(admin_nodes, user, "GET", f"{namespace}:active") == "OK"
 
 
-def test_our_clients_send_no_client_setinfo_that_the_acl_would_refuse_and_log(settings: Settings) -> None:
+@BOTH_MODES
+def test_our_clients_send_no_client_setinfo_that_the_acl_would_refuse_and_log(settings: Settings, redis_mode: str) -> None:
     """redis-py introduces itself with CLIENT SETINFO on every new connection unless told not to; our ACL users may
     not run it (Redis 7.2+ refuses it and writes each refusal to ACL LOG; the Redis 7.0 here refuses it as unknown,
-    before MONITOR could show it, so the connections' own settings are checked)."""
+    before MONITOR could show it, so the connections' own settings are checked). On a cluster: the connections to
+    every node, of the cluster client and of the live feed's asyncio one."""
+    made_connections: list[Any] = []
     with consumer.store.redis_client(settings) as client:
-        connection = client.connection_pool.make_connection()
-    feed = consumer.store.ChangeFeed(settings)
-    feed_connection = feed.client.connection_pool.make_connection()
-    asyncio.run(feed.aclose())
+        if isinstance(client, RedisCluster):
+            nodes = client.get_nodes()  # the masters, and the replicas it has seen
+            assert len([n for n in nodes if n.server_type == "primary"]) == NODES // 2
+            made_connections += [n.redis_connection.connection_pool.make_connection() for n in nodes]
+        else:
+            made_connections.append(client.connection_pool.make_connection())
 
-    for made in (connection, feed_connection):
+    async def feed_connections() -> list[Any]:
+        feed = consumer.store.ChangeFeed(settings)
+        try:
+            if not isinstance(feed.client, redis.asyncio.cluster.RedisCluster):
+                return [feed.client.connection_pool.make_connection()]
+            await feed.client.initialize()
+            nodes = feed.client.get_nodes()
+            assert len([n for n in nodes if n.server_type == "primary"]) == NODES // 2
+            return [node.acquire_connection() for node in nodes]
+        finally:
+            await feed.aclose()
+
+    made_connections += asyncio.run(feed_connections())
+    assert len(made_connections) >= (NODES if redis_mode == "cluster" else 2)  # a cluster's: every master's, twice
+
+    for made in made_connections:
         if hasattr(made, "driver_info"):
             assert made.driver_info is None
         else:
             assert (made.lib_name, made.lib_version) == (None, None)
 
 
+@BOTH_MODES
 def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
     namespace_users: dict[str, Settings], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,7 +343,7 @@ def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
         with mf.init(entity="team", project="fn", run_id="r1", settings=as_consumer) as run:
             run.log({"loss": 0.5})
         consume_all(as_consumer)  # the consumer loads the library when it starts
-        assert redis_client.function_list(library=library.name)
+        assert library_everywhere(redis_client, library.name)
 
         with Store(as_reader) as store:
             assert store.read_projects()[1] == {"team/fn": 1}
@@ -257,21 +351,47 @@ def test_reads_call_the_read_functions_and_a_reader_is_told_who_loads_them(
             assert store.read_table("team/fn", columns=["loss"]).rows[0]["values"] == {"loss": 0.5}
 
         redis_client.function_delete(library.name)  # FUNCTION FLUSH, or a Redis that lost its data
+        assert not library_anywhere(redis_client, library.name)
         with Store(as_consumer) as store:  # a user allowed to load them does so, and reads
             assert store.read_run("team/fn/r1")["flat"]["loss"] == 0.5
-        assert redis_client.function_list(library=library.name)
+        assert library_everywhere(redis_client, library.name)
     finally:
-        if redis_client.function_list(library=library.name):
-            redis_client.function_delete(library.name)
+        delete_library(redis_client, library.name)
 
 
+def _listed(client: redis.Redis, name: str) -> list[bool]:
+    """Whether each server has the function library *name*: the standalone one, or each master of a cluster (where
+    RedisCluster's FUNCTION LIST answers {node: libraries}, a dict that is never empty)."""
+    listed = client.function_list(library=name)
+    return [bool(v) for v in listed.values()] if isinstance(listed, dict) else [bool(listed)]
+
+
+def library_everywhere(client: redis.Redis, name: str) -> bool:
+    return all(_listed(client, name))
+
+
+def library_anywhere(client: redis.Redis, name: str) -> bool:
+    return any(_listed(client, name))
+
+
+def delete_library(client: redis.Redis, name: str) -> None:
+    """FUNCTION DELETE *name* wherever it is (on a cluster master by master: redis-py's FUNCTION DELETE to every
+    master stops at the first that does not have it)."""
+    servers = [n.redis_connection for n in client.get_primaries()] if isinstance(client, RedisCluster) else [client]
+    for server in servers:
+        with contextlib.suppress(redis.ResponseError):
+            server.function_delete(name)
+
+
+@BOTH_MODES
 def test_a_consumer_user_that_may_not_load_the_read_functions_is_told_so(
-    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, admin_nodes: list[redis.Redis], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(consumer.store, "READ_LIBRARY", read_library(uuid.uuid4().hex))
     name = f"{settings.namespace}-noload"
-    password = make_user(redis_client, name, CONSUMER, settings.namespace)
-    redis_client.execute_command("ACL", "SETUSER", name, "-function|load")
+    password = make_user(admin_nodes, name, CONSUMER, settings.namespace)
+    for node in admin_nodes:
+        node.execute_command("ACL", "SETUSER", name, "-function|load")
     try:
         with Store(dataclasses.replace(settings, redis_username=name, redis_password=password)) as store, \
                 pytest.raises(ConfigError, match=f"{name}.* may not load metricfold's read functions") as caught:
@@ -279,17 +399,21 @@ def test_a_consumer_user_that_may_not_load_the_read_functions_is_told_so(
         leaked = password in str(caught.value)
         assert not leaked
     finally:
-        redis_client.execute_command("ACL", "DELUSER", name)
+        delete_user(admin_nodes, name)
 
 
+@BOTH_MODES
 def test_consumer_folds_replays_and_digests_and_reader_serves_with_the_generated_rules(
-    namespace_users: dict[str, Settings],
+    namespace_users: dict[str, Settings], admin_nodes: list[redis.Redis]
 ) -> None:
+    """... and neither is refused anything on the way (ACL LOG of every node: redis-py swallows some refusals) but
+    the write the test makes the reader try."""
     as_consumer, as_reader = namespace_users["consumer"], namespace_users["reader"]
-    with mf.init(entity="team", project="acl", run_id="r1", settings=as_consumer) as run:
-        run.define_metric("loss", summary="min")
-        run.log({"loss": 0.5})
-        run.log({"loss": 0.25})
+    for project in ("acl", "acl-d", "fn"):  # on a cluster, their slots are on three different masters
+        with mf.init(entity="team", project=project, run_id="r1", settings=as_consumer) as run:
+            run.define_metric("loss", summary="min")
+            run.log({"loss": 0.5})
+            run.log({"loss": 0.25})
 
     consume_all(as_consumer)  # the whole fold (Lua writes, checkpoints, publish) as the consumer user
     with Store(as_consumer) as store:
@@ -321,6 +445,14 @@ def test_consumer_folds_replays_and_digests_and_reader_serves_with_the_generated
             await feed.aclose()
 
     assert asyncio.run(asyncio.wait_for(first_notice(), 10)) == "r1"  # the reader may subscribe
+    assert refusals(admin_nodes, [as_consumer, as_reader]) == {(as_reader.redis_username, "set")}
+
+
+def refusals(nodes: list[redis.Redis], users: list[Settings]) -> set[tuple[str, str]]:
+    """(user, command or key) of every ACL LOG entry of *users* on *nodes*: what Redis refused them."""
+    names = {u.redis_username for u in users}
+    return {(str(entry["username"]), str(entry["object"])) for node in nodes for entry in node.acl_log(count=1000)
+            if entry["username"] in names}
 
 
 def test_acl_files_passwords_are_random_0600_kept_and_never_written_in_clear(tmp_path: Path) -> None:
@@ -398,9 +530,9 @@ def test_stack_sh_starts_redis_with_its_own_passwords_and_the_namespaces_users(t
         with pytest.raises(redis.AuthenticationError), redis.Redis.from_url(url) as anonymous:
             anonymous.ping()
         with redis.Redis.from_url(url, password=passwords[ADMIN]) as admin:
-            assert dryrun(admin, CONSUMER, "SET", "aclstack:active", "g1") == "OK"
-            assert dryrun(admin, CONSUMER, "SET", "mf:active", "g1") != "OK"
-            assert dryrun(admin, READER, "EVAL_RO", "return 1", "0") != "OK"
+            assert dryrun([admin], CONSUMER, "SET", "aclstack:active", "g1") == "OK"
+            assert dryrun([admin], CONSUMER, "SET", "mf:active", "g1") != "OK"
+            assert dryrun([admin], READER, "EVAL_RO", "return 1", "0") != "OK"
             assert admin.acl_getuser(READER)["keys"] == ["~aclstack:*"]
         for role, user in (("consumer", CONSUMER), ("reader", READER)):
             settings = Settings.from_env({**{k: v.strip() for k, v in (line.removeprefix("export ").split("=", 1)
@@ -436,6 +568,7 @@ def test_tls_settings_need_rediss_and_reach_the_client() -> None:
     client.close()
 
 
+@BOTH_MODES
 def test_grafana_dashboard_queries_run_as_the_reader(namespace_users: dict[str, Settings]) -> None:
     """Every query of deploy/grafana/dashboards/metricfold.json, with its variables filled in, as the reader."""
     as_consumer, as_reader = namespace_users["consumer"], namespace_users["reader"]
@@ -474,6 +607,7 @@ def test_grafana_dashboard_queries_run_as_the_reader(namespace_users: dict[str, 
     assert tables[2] == {"acc.best": "0.75", "acc.best_step": "0", "grad.norm": "2.0"} and tables[3]["state"] == "finished"
 
 
+@BOTH_MODES
 def test_the_consumer_and_replay_logged_in_as_the_reader_stop_with_a_one_line_error(
     namespace_users: dict[str, Settings],
 ) -> None:
