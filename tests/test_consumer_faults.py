@@ -2,10 +2,14 @@
 
 Every check compares the final Redis state (a canonical digest of all keys) with a clean fold of the same
 topic into another namespace.
+
+On the Redis Cluster: one short kill -9 scenario (test_kill_9_of_the_consumer_on_a_redis_cluster_...); the rest run
+on the standalone Redis only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import signal
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from redis_cluster import RedisClusterStack
 
 import producer as mf
 from consumer import kafka_io
@@ -53,6 +58,85 @@ def test_kill_9_at_random_points_then_restart_gives_the_state_of_a_clean_fold(se
 
     assert kills >= 5
     assert stats["events"] == stream_events(runs, per_run) * producers
+    assert stats == expected_stats
+    assert digest == expected_digest
+
+
+def _events_folded(settings: Settings) -> int:
+    """Events Redis counts as folded (0 before the consumer made the namespace's first generation)."""
+    with Store(settings) as store:
+        return store.stats().get("events", 0) if store.active_generation() is not None else 0
+
+
+def _wait_events(settings: Settings, above: int, timeout: float) -> int:
+    """Wait until Redis counts more than *above* folded events; the count (maybe still *above*)."""
+    deadline = time.monotonic() + timeout
+    count = _events_folded(settings)
+    while count <= above and time.monotonic() < deadline:
+        time.sleep(0.1)
+        count = _events_folded(settings)
+    return count
+
+
+def _events_per_run(store: Store) -> dict[str, int]:
+    """run path -> the events its meta counts, in the store's active generation."""
+    found = list(store.client.scan_iter(match=store.keys.run("*/*/*", "meta"), count=2000))
+    counts = [int(store.client.hget(key, "events") or 0) for key in found]
+    prefix = len(store.keys.prefix) + 1
+    return {key.decode()[prefix:]: n for key, n in zip(found, counts, strict=True)}
+
+
+@pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)
+def test_kill_9_of_the_consumer_on_a_redis_cluster_loses_and_doubles_nothing(
+    settings: Settings, tmp_path: Path, redis_cluster: RedisClusterStack
+) -> None:
+    """The short kill -9 scenario on the session's Redis Cluster (Kafka: the shared broker): trainer processes log to
+    runs of two projects (their slots on different masters) while the consumer is killed -9 three times, each time
+    a random moment after it folded something; a last one catches up. Zero lost, zero doubled, the digest of a clean
+    fold. Each incarnation joins a group of its own, so it gets every partition at once instead of waiting for the
+    killed member's session to expire; where it resumes comes from the checkpoints in Redis either way."""
+    log = tmp_path / "consumer.log"
+    producers, runs, per_run = 2, 3, 5000  # seeds 0, 1: projects chaos/p0, chaos/p1
+    stream = start_stream(settings, producers, runs, per_run, pause_s=1.5)  # 10 steps of 1.5 s: long enough to kill in
+    rng = random.Random(20260412)
+    kills = mid_fold = 0
+    consumer = None
+    try:
+        while kills < 3:
+            before = _events_folded(settings)
+            consumer = consumer_process(settings, log, "--group", f"{settings.namespace}-life{kills}")
+            streaming = any(proc.is_alive() for proc in stream)
+            if _wait_events(settings, before, timeout=30 if streaming else 5) > before:
+                mid_fold += 1  # it is folding: kill it a random moment later
+            time.sleep(rng.uniform(0.0, 0.8))
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait()
+            kills += 1
+        wait_all(stream)
+        consumer = consumer_process(settings, log, "--until-caught-up")
+        assert consumer.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if consumer is not None and consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+        for proc in stream:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    expected_digest, expected_stats = clean_fold_digest(settings)
+    clean = dataclasses.replace(settings, namespace=settings.namespace + "clean")
+    with Store(settings) as store, Store(clean) as clean_store:
+        digest, stats = digest_generation(store), store.stats()
+        ours, theirs = _events_per_run(store), _events_per_run(clean_store)
+        masters = {redis_cluster.master_of(store.keys.project(f"chaos/p{seed}", "runs")) for seed in range(producers)}
+    lost = sum(max(0, n - ours.get(run, 0)) for run, n in theirs.items())
+    doubled = sum(max(0, n - theirs.get(run, 0)) for run, n in ours.items())
+
+    assert kills == 3 and mid_fold >= 2  # the kills landed while it folded
+    assert len(masters) > 1  # the batches were split over several masters
+    assert (lost, doubled) == (0, 0)
+    assert stats["events"] == sum(ours.values()) == stream_events(runs, per_run) * producers
     assert stats == expected_stats
     assert digest == expected_digest
 
