@@ -19,8 +19,8 @@ from kafka import KafkaProducer
 
 import consumer.events
 import consumer.runner
-import consumer.store.client
 import consumer.store.calls
+import consumer.store.client
 from consumer.digest import digest_generation
 from consumer.replay import replay
 from consumer.store import Store

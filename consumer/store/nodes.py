@@ -46,6 +46,8 @@ class Nodes:
         self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, connected replicas)
         self._warned: set[str] = set()
         self._threads: ThreadPoolExecutor | None = None
+        #: nodes whose WAIT failed: name -> (client, its replication offset then); see confirm()
+        self._unconfirmed: dict[str, tuple[redis.Redis, int]] = {}
 
     def run(self, calls: Sequence[Call]) -> list[Any]:
         """EVALSHA every call, one pipeline per node (one round trip each); returns each call's reply or its error
@@ -60,6 +62,7 @@ class Nodes:
                 self._send(groups[0], calls)]
             for (_, indexes), got in zip(groups, list(sent), strict=True):
                 if isinstance(got, StoreUnavailable):
+                    self._refresh()  # a replica may be marked failed by now
                     raise got
                 if isinstance(got, BaseException):
                     if not self.cluster:
@@ -151,6 +154,7 @@ class Nodes:
         if wanted:
             acknowledged = replies.pop()
             if isinstance(acknowledged, Exception) or int(acknowledged) < wanted:
+                self._unconfirmed[_name(node)] = (node, _role(node)[1])  # what its replicas must reach first
                 self._replicas.pop(_name(node), None)  # count them again next time: one may be gone for good
                 raise StoreUnavailable(
                     f"{wanted} replica(s) of the Redis node at {_name(node)} did not acknowledge the batch within "
@@ -158,29 +162,73 @@ class Nodes:
                 )
         return replies
 
+    def confirm(self) -> None:
+        """Raise StoreUnavailable while a node whose WAIT failed has not had its writes acknowledged by its replicas
+        since (ROLE: each replica's acknowledged offset against the node's offset then). Without this, a batch read
+        again after the failure finds its runs applied, writes nothing to that node, waits for nothing there, and
+        the checkpoints would advance over writes no replica has. A node that no longer answers as a master is let
+        go: if its failover lost those writes, the next write to their runs finds it (writer.py)."""
+        for name, (node, offset) in list(self._unconfirmed.items()):
+            try:
+                role = _role(node)
+            except (redis.RedisError, OSError):
+                role = ("", 0, [])
+            wanted = self._replicas_to_wait_for(node) if role[0] == "master" else 0
+            acknowledged = sum(1 for replica in role[2] if int(replica[2]) >= offset)
+            if acknowledged < wanted:
+                raise StoreUnavailable(f"{wanted} replica(s) of the Redis node at {name} have not acknowledged the "
+                                       f"writes of a batch whose WAIT failed ({acknowledged} have): its checkpoints stay")
+            del self._unconfirmed[name]
+
     def waits(self, node: redis.Redis) -> bool:
         """Whether a batch written to *node* waits for its replicas."""
         return self._replicas_to_wait_for(node) > 0
 
     def _replicas_to_wait_for(self, node: redis.Redis) -> int:
-        """min(METRICFOLD_REDIS_WAIT_REPLICAS, the replicas connected to the node by its last ROLE)."""
+        """min(METRICFOLD_REDIS_WAIT_REPLICAS, the node's replicas): on a cluster, the replicas the slot map lists
+        for it (not those marked failed), connected or not, since a replica whose link is down can still win an
+        election for a while; a standalone Redis, the replicas connected to it by its last ROLE. Checked again
+        every _ROLE_CHECK_S."""
         if self.settings.redis_wait_replicas <= 0:
             return 0
         name = _name(node)
         checked = self._replicas.get(name)
         if checked is None or time.monotonic() - checked[0] > _ROLE_CHECK_S:
-            try:
-                role = node.execute_command("ROLE")  # type: ignore[no-untyped-call]
-                connected = len(role[2]) if role and _text(role[0]) == "master" else 0
-            except redis.exceptions.ResponseError as exc:  # no ROLE for this user (an ACL from before WAIT): no WAIT
-                if name not in self._warned:
-                    self._warned.add(name)
-                    log.warning("Redis at %s refused ROLE (%s): the checkpoints do not wait for its replicas; give "
-                                "the consumer's user the rules of `python -m consumer.acl`", name, _shown(exc))
-                connected = 0
-            checked = (time.monotonic(), connected)
+            if self.cluster:
+                if checked is not None:
+                    self._refresh()  # a replica that came back, or one marked failed since
+                count = self._cluster_replicas(name)
+            else:
+                count = self._connected_replicas(node, name)
+            checked = (time.monotonic(), count)
             self._replicas[name] = checked
         return min(self.settings.redis_wait_replicas, checked[1])
+
+    def _cluster_replicas(self, name: str) -> int:
+        cluster: RedisCluster = self.client  # type: ignore[assignment]
+        for nodes in cluster.nodes_manager.slots_cache.values():
+            if nodes and nodes[0].name == name:
+                return len(nodes) - 1
+        return 0
+
+    def _connected_replicas(self, node: redis.Redis, name: str) -> int:
+        try:
+            role = _role(node)
+        except redis.exceptions.ResponseError as exc:  # no ROLE for this user (an ACL from before WAIT): no WAIT
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("Redis at %s refused ROLE (%s): the checkpoints do not wait for its replicas; give "
+                            "the consumer's user the rules of `python -m consumer.acl`", name, _shown(exc))
+            return 0
+        return len(role[2]) if role[0] == "master" else 0
+
+
+def _role(node: redis.Redis) -> tuple[str, int, list[Any]]:
+    """ROLE of a node: (master, its replication offset, [[host, port, acknowledged offset], ...]) for a master."""
+    reply = node.execute_command("ROLE")  # type: ignore[no-untyped-call]
+    if not reply or _text(reply[0]) != "master":
+        return (_text(reply[0]) if reply else "", 0, [])
+    return ("master", int(reply[1]), list(reply[2]))
 
 
 def _name(node: redis.Redis) -> str:

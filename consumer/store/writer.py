@@ -142,6 +142,7 @@ class Writer(Generations):
         results = [APPLIED] * len(writes)
         advanced: list[Any] | None = None
         with _mapped(self.settings):
+            self.nodes.confirm()  # no batch while a failed WAIT's writes are not on the replicas yet
             if writes:
                 calls = apply_calls(keys, topic, writes, live)
                 if self._announce([c.project for c in calls], live):

@@ -12,8 +12,8 @@ stack's Kafka is not. Each test has a fresh topic and namespace, deleted afterwa
    topic's checkpoints, once on another master.
 3. What WAIT protects: with the default METRICFOLD_REDIS_WAIT_REPLICAS=1, while a master's only replica is stopped
    (SIGSTOP) the checkpoints must not advance although the master took the writes; SIGCONT, and they do.
-
-The third fails today on a bug of the consumer (marked xfail, strict: WAIT_FORGOTTEN_BUG below).
+   (Before the store remembered a failed WAIT, Nodes.confirm, the batch read again wrote nothing to that master, so
+   nothing waited there, and the checkpoints advanced over writes no replica had.)
 
 Each ends with the Redis state compared against a clean fold of the same topic (zero lost, zero doubled, equal digests)
 and prints a summary line (`pytest -s`); METRICFOLD_CHAOS_RESULTS collects the figures (chaoslib.record).
@@ -405,16 +405,6 @@ def test_a_failover_that_loses_acknowledged_writes_is_detected_and_refolded_by_t
 
 # ---------------------------------------------------------------------------------------------- 3. what WAIT protects
 
-#: Known bug (consumer/runner.py Consumer.process/_fold_groups with consumer/store/nodes.py Nodes.run): a batch whose
-#: WAIT failed (StoreUnavailable) has its writes on the master already. The consumer starts over from the checkpoints,
-#: reloads the runs from the master (their applied offsets include the unacknowledged batch), folds the records it
-#: reads again into the states only, and so sends that master no write and no WAIT: the checkpoints, on another master
-#: whose replica answers, advance over writes no replica has acknowledged.
-WAIT_FORGOTTEN_BUG = ("a batch whose WAIT failed is retried with no write for that master (its records are in the "
-                      "master's views already), so nothing waits for the replica and the checkpoints advance anyway")
-
-
-@pytest.mark.xfail(strict=True, reason=WAIT_FORGOTTEN_BUG)
 def test_checkpoints_do_not_advance_while_the_replica_has_not_acknowledged_the_writes(
     on_cluster: Settings, redis_cluster: RedisClusterStack, tmp_path: Path
 ) -> None:
