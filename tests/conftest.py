@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 from cluster import Cluster, start_cluster
-from redis_cluster import RedisClusterStack, start_redis_cluster
+from redis_cluster import RedisClusterStack, fresh_settings_in, start_redis_cluster
 
 from consumer.kafka_io import delete_topics, ensure_topics
 from schemas.settings import Settings
@@ -148,17 +148,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 @pytest.fixture
 def settings(stack: Stack, redis_mode: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """Settings with a fresh event topic (created, 4 partitions) and a fresh Redis namespace: on the shared Redis, or
-    on the session's Redis Cluster when the test runs in cluster mode (REDIS_MODES)."""
-    if redis_mode == "cluster":
-        rcluster: RedisClusterStack = request.getfixturevalue("redis_cluster")
-        rcluster.ensure_running()
-        with stack.fresh_settings() as made, rcluster.client() as client:
-            yield dataclasses.replace(made, redis=rcluster.url, redis_password=rcluster.password())
-            with contextlib.suppress(redis.RedisError):
-                for key in list(client.scan_iter(match=f"{made.namespace}*", count=1000)):
-                    client.unlink(key)
-        return
-    with stack.fresh_settings() as made:
+    on the session's Redis Cluster when the test runs in cluster mode (REDIS_MODES, BOTH_MODES)."""
+    with fresh_settings_in(stack, redis_mode, request) as made:
         yield made
 
 
