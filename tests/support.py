@@ -223,3 +223,23 @@ def clean_fold_digest(settings: Settings) -> tuple[str, dict[str, int]]:
     consume_all(clean)
     with Store(clean) as store:
         return digest_generation(store), store.stats()
+
+
+def events_folded(settings: Settings) -> int:
+    """Events Redis counts as folded (0 before the consumer made the namespace's first generation)."""
+    from consumer.store import Store
+
+    with Store(settings) as store:
+        if store.active_generation() is None:
+            return 0
+        return store.stats().get("events", 0)
+
+
+def wait_events(settings: Settings, above: int, timeout: float = 120.0) -> int:
+    """Wait until Redis counts more than *above* folded events; return the count (maybe still *above*)."""
+    deadline = time.monotonic() + timeout
+    count = events_folded(settings)
+    while count <= above and time.monotonic() < deadline:
+        time.sleep(0.1)
+        count = events_folded(settings)
+    return count

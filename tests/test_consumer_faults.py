@@ -28,7 +28,17 @@ from consumer.store import APPLIED, SKIPPED, RunWrite, Store
 from schemas import codec
 from schemas.settings import Settings
 
-from support import clean_fold_digest, consume_all, consumer_process, read_full_records, start_stream, stream_events, wait_all
+from support import (
+    clean_fold_digest,
+    consume_all,
+    consumer_process,
+    events_folded,
+    read_full_records,
+    start_stream,
+    stream_events,
+    wait_all,
+    wait_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,22 +72,6 @@ def test_kill_9_at_random_points_then_restart_gives_the_state_of_a_clean_fold(se
     assert digest == expected_digest
 
 
-def _events_folded(settings: Settings) -> int:
-    """Events Redis counts as folded (0 before the consumer made the namespace's first generation)."""
-    with Store(settings) as store:
-        return store.stats().get("events", 0) if store.active_generation() is not None else 0
-
-
-def _wait_events(settings: Settings, above: int, timeout: float) -> int:
-    """Wait until Redis counts more than *above* folded events; the count (maybe still *above*)."""
-    deadline = time.monotonic() + timeout
-    count = _events_folded(settings)
-    while count <= above and time.monotonic() < deadline:
-        time.sleep(0.1)
-        count = _events_folded(settings)
-    return count
-
-
 def _events_per_run(store: Store) -> dict[str, int]:
     """run path -> the events its meta counts, in the store's active generation."""
     found = list(store.client.scan_iter(match=store.keys.run("*/*/*", "meta"), count=2000))
@@ -103,10 +97,10 @@ def test_kill_9_of_the_consumer_on_a_redis_cluster_loses_and_doubles_nothing(
     consumer = None
     try:
         while kills < 3:
-            before = _events_folded(settings)
+            before = events_folded(settings)
             consumer = consumer_process(settings, log, "--group", f"{settings.namespace}-life{kills}")
             streaming = any(proc.is_alive() for proc in stream)
-            if _wait_events(settings, before, timeout=30 if streaming else 5) > before:
+            if wait_events(settings, before, timeout=30 if streaming else 5) > before:
                 mid_fold += 1  # it is folding: kill it a random moment later
             time.sleep(rng.uniform(0.0, 0.8))
             consumer.send_signal(signal.SIGKILL)

@@ -24,7 +24,7 @@ from consumer.store import Store
 from schemas.settings import Settings
 
 import support
-from support import clean_fold_digest, port_free
+from support import clean_fold_digest, events_folded, port_free, wait_events
 
 __all__ = [
     "FULL",
@@ -154,14 +154,6 @@ def finish_stream(settings: Settings, producers: list[multiprocessing.process.Ba
     return sync(spool, settings).events if spool.exists() else 0
 
 
-def events_folded(settings: Settings) -> int:
-    """Events Redis counts as folded (0 before the consumer made the namespace's first generation)."""
-    with Store(settings) as store:
-        if store.active_generation() is None:
-            return 0
-        return store.stats().get("events", 0)
-
-
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -205,16 +197,6 @@ def wait_caught_up(settings: Settings, timeout: float = 180.0) -> bool:
                 return True
             time.sleep(0.3)
     return False
-
-
-def wait_events(settings: Settings, above: int, timeout: float = 120.0) -> int:
-    """Wait until Redis counts more than *above* folded events; return the count (maybe still *above*)."""
-    deadline = time.monotonic() + timeout
-    count = events_folded(settings)
-    while count <= above and time.monotonic() < deadline:
-        time.sleep(0.1)
-        count = events_folded(settings)
-    return count
 
 
 @dataclasses.dataclass
