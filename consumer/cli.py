@@ -159,16 +159,38 @@ def _start_metrics(args: argparse.Namespace, settings: Settings) -> tuple[Consum
     return metrics, server
 
 
+class _StoppedWhileStarting(BaseException):
+    """SIGTERM or SIGINT before the consumer was running: nothing to finish, exit cleanly. (Not an Exception:
+    client libraries catch those, wrapped as their own errors.)"""
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from consumer.kafka_io import ensure_topics
     from consumer.runner import BatchTiming, Consumer
 
+    running: list[Consumer] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not running:
+            raise _StoppedWhileStarting(f"signal {signum}")
+        log.warning("signal %d: finishing the current batch, then exiting", signum)
+        running[0].stopping = True
+
+    # from the first moment: a process stopped while it connects exits 0, not killed by the signal's default action
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     settings = _settings(args)
     timings = _open_timings(args.timings) if args.timings else None
     watch = _start_metrics(args, settings) if args.metrics_port is not None else None
     try:
         ensure_topics(settings)
         consumer = Consumer(settings, stall_limit_s=args.stall_timeout)
+        running.append(consumer)
+    except _StoppedWhileStarting as exc:
+        log.warning("%s while starting: exiting before consuming anything", exc)
+        if watch is not None:
+            watch[1].close()
+        return 0
     except BaseException:
         if watch is not None:
             watch[1].close()
@@ -184,12 +206,6 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         consumer.on_timing = write_timing
     _tune_gc_for_a_long_fold()
 
-    def stop(signum: int, frame: object) -> None:
-        log.warning("signal %d: finishing the current batch, then exiting", signum)
-        consumer.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     last = [time.monotonic()]
 
     def progress(report: ConsumeReport) -> None:

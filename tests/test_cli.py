@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +142,30 @@ def test_output_into_a_closed_pipe_ends_quietly_with_the_sigpipe_exit_code(setti
 
     assert errors == ""
     assert code == 141
+
+
+def test_consume_stopped_while_it_connects_exits_0_with_a_line_saying_so(settings: Settings) -> None:
+    """SIGTERM before the consumer runs (here: Redis accepts the connection and never answers) is handled like one
+    while it runs: exit 0, not death by the signal's default action (a fleet's member stopped during its start)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        command = [sys.executable, "-m", "consumer.cli", "consume", "--kafka", settings.kafka,
+                   "--redis", f"redis://127.0.0.1:{port}/0", "--topic", settings.topic, "--namespace", settings.namespace]
+        proc = subprocess.Popen(command, cwd=REPO, env=cli_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # it reached Redis: the connection waits in the listen queue
+            silent.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                held, _ = silent.accept()
+                break
+        else:
+            proc.kill()
+            pytest.fail("the consumer never connected to Redis")
+        with held:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "while starting: exiting before consuming anything" in stderr

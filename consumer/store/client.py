@@ -129,7 +129,10 @@ def is_cluster(settings: Settings) -> bool:
     the standalone client reports the reason on its first command (or refuses a cluster node then)."""
     if settings.redis.startswith("unix://"):
         return False
-    probe = redis.Redis.from_url(settings.redis, **_client_options(settings), socket_timeout=5, socket_connect_timeout=5)
+    # RESP2: no HELLO of redis-py's own, whose fallback logs a warning for a server that is not Redis (the standalone
+    # client names that server in its error, once)
+    probe = redis.Redis.from_url(settings.redis, **_client_options(settings), socket_timeout=5, socket_connect_timeout=5,
+                                 protocol=2)
     try:
         connection = probe.connection_pool.get_connection()
         try:

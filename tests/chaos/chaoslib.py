@@ -81,6 +81,10 @@ class ChaosStack:
             "METRICFOLD_KAFKA_PORT": str(self.kafka_port),
             "METRICFOLD_KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "METRICFOLD_REDIS_PORT": str(self.redis_port),
+            # the private broker is restarted and killed many times: the light JVM of the cluster's nodes (serial
+            # GC, one core, C1 only) starts it for ~5 s of CPU instead of ~25 (deploy/local/stack.sh)
+            "METRICFOLD_KAFKA_JVM_OPTS": os.environ.get(
+                "METRICFOLD_KAFKA_JVM_OPTS", "-XX:+UseSerialGC -XX:ActiveProcessorCount=1 -XX:TieredStopAtLevel=1"),
         }
 
     @classmethod

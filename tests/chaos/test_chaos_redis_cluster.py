@@ -326,7 +326,9 @@ LOSS_ON = {
 }
 
 
-@pytest.mark.parametrize("where", list(LOSS_ON))
+#: the short form (make test) runs the harder case only, where the checkpoints say nothing of the loss
+@pytest.mark.parametrize("where", [pytest.param(where, marks=[] if FULL or where == "other-master" else pytest.mark.skip(
+    reason="in `make chaos` (METRICFOLD_CHAOS=full) only: the short form runs the other-master case")) for where in LOSS_ON])
 def test_a_failover_that_loses_acknowledged_writes_is_detected_and_refolded_by_the_live_consumer(
     on_cluster: Settings, redis_cluster: RedisClusterStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -405,6 +407,7 @@ def test_a_failover_that_loses_acknowledged_writes_is_detected_and_refolded_by_t
 
 # ---------------------------------------------------------------------------------------------- 3. what WAIT protects
 
+@pytest.mark.skipif(not FULL, reason="in `make chaos` (METRICFOLD_CHAOS=full) only, to keep `make test` short")
 def test_checkpoints_do_not_advance_while_the_replica_has_not_acknowledged_the_writes(
     on_cluster: Settings, redis_cluster: RedisClusterStack, tmp_path: Path
 ) -> None:
