@@ -36,7 +36,7 @@
 #     the variable use it; METRICFOLD_KAFKA_NODES=1 goes back to one node (`down` first).
 #   METRICFOLD_REDIS_MODE (standalone)  cluster: a Redis Cluster of 6 nodes, 3 masters + 3 replicas, on
 #     METRICFOLD_REDIS_PORT .. +5 (bus ports +10000; deploy/local/redis-cluster.sh); the stack directory remembers it
-#     (<stack dir>/redis-mode). metricfold itself does not write to a Redis Cluster yet: it refuses one by name.
+#     (<stack dir>/redis-mode). metricfold finds the cluster from the one URL in .stack/env (README, "Redis Cluster").
 #     METRICFOLD_REDIS_CLUSTER_NODE_TIMEOUT (2000 ms) how soon a replica takes over from a master that stopped.
 #   METRICFOLD_SECURE  1: the stack locked down (deploy/local/secure.sh: Kafka SASL_SSL with SCRAM users and ACLs per
 #     role, Redis TLS only, a private CA; one Kafka node), its data, logs and certificates in <stack dir>/secure; 0:
