@@ -140,6 +140,14 @@ def checkpoints_on(rc: RedisClusterStack, node: int, key: str) -> dict[int, int]
         return None
 
 
+def readable(rc: RedisClusterStack, key: str) -> bool:
+    """Whether the master of *key* answers with it (after a failover: once the cluster state is ok everywhere)."""
+    try:
+        return checkpoints_on(rc, rc.master_of(key), key) is not None
+    except (redis.RedisError, OSError):
+        return False
+
+
 def project_events_on(rc: RedisClusterStack, node: int, settings: Settings, gen: str, projects: list[str]) -> int:
     """The events node *node* counts as applied to *projects* (their stats hashes, in its slots)."""
     keys = Keys(settings.namespace, gen)
@@ -376,6 +384,8 @@ def test_a_failover_that_loses_acknowledged_writes_is_detected_and_refolded_by_t
         assert acknowledged[0] > at_cut[0]
         rc.node_command("kill-redis-node", victim)
         failover_s, promoted_by = promote(rc, heir, victim)
+        # every node answers again once the cluster state is ok (a node may say CLUSTERDOWN for a moment after)
+        wait_for(lambda: readable(rc, key), "the checkpoints readable again", 15)
         on_heir = project_events_on(rc, heir, settings, gen, lost_projects), checkpoints_on(rc, rc.master_of(key), key)
         # the heir has exactly what the victim had when the link was cut: the round is lost in the victim's slots
         assert on_heir[0] == at_cut[0], (on_heir, at_cut, acknowledged)
