@@ -57,9 +57,9 @@ _READ = ("get", "hgetall", "hmget", "sismember", "smembers", "zrange", "zrevrang
          "subscribe", "unsubscribe")
 #: the consumer's own: the write scripts (EVALSHA, SCRIPT LOAD after NOSCRIPT) and what they run, FUNCTION LOAD of
 #: the read library, SCAN + UNLINK of a replay's old generation, TYPE and LRANGE of `digest`, ROLE (how many replicas
-#: a master has) and WAIT for them before the checkpoints advance
+#: a master has; on a cluster CLUSTER NODES) and WAIT for them before the checkpoints advance
 _WRITE = ("evalsha", "script|load", "function|load", "set", "hget", "hset", "hdel", "hincrby", "sadd", "zadd",
-          "zrem", "publish", "scan", "unlink", "type", "lrange", "role", "wait")
+          "zrem", "publish", "scan", "unlink", "type", "lrange", "role", "wait", "cluster|nodes")
 _COMMANDS = {CONSUMER: _CONNECTION + _READ + _WRITE, READER: _CONNECTION + _READ}
 
 

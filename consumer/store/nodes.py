@@ -185,8 +185,8 @@ class Nodes:
         return self._replicas_to_wait_for(node) > 0
 
     def _replicas_to_wait_for(self, node: redis.Redis) -> int:
-        """min(METRICFOLD_REDIS_WAIT_REPLICAS, the node's replicas): on a cluster, the replicas the slot map lists
-        for it (not those marked failed), connected or not, since a replica whose link is down can still win an
+        """min(METRICFOLD_REDIS_WAIT_REPLICAS, the node's replicas): on a cluster, the replicas its configuration
+        lists for it (not those marked failed), connected or not, since a replica whose link is down can still win an
         election for a while; a standalone Redis, the replicas connected to it by its last ROLE. Checked again
         every _ROLE_CHECK_S."""
         if self.settings.redis_wait_replicas <= 0:
@@ -194,22 +194,30 @@ class Nodes:
         name = _name(node)
         checked = self._replicas.get(name)
         if checked is None or time.monotonic() - checked[0] > _ROLE_CHECK_S:
-            if self.cluster:
-                if checked is not None:
-                    self._refresh()  # a replica that came back, or one marked failed since
-                count = self._cluster_replicas(name)
-            else:
-                count = self._connected_replicas(node, name)
+            count = self._cluster_replicas(node) if self.cluster else self._connected_replicas(node, name)
             checked = (time.monotonic(), count)
             self._replicas[name] = checked
         return min(self.settings.redis_wait_replicas, checked[1])
 
-    def _cluster_replicas(self, name: str) -> int:
-        cluster: RedisCluster = self.client  # type: ignore[assignment]
-        for nodes in cluster.nodes_manager.slots_cache.values():
-            if nodes and nodes[0].name == name:
-                return len(nodes) - 1
-        return 0
+    def _cluster_replicas(self, node: redis.Redis) -> int:
+        """The replicas the cluster's configuration lists for *node* (CLUSTER NODES on it: those whose master is its
+        id), connected or not, but not those marked failed. (CLUSTER SLOTS is no help: it leaves out a replica whose
+        replication offset the cluster has not heard of yet.)"""
+        try:
+            reply = node.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return 0
+        rows: list[tuple[str, str, str]] = []  # (id, flags, master id)
+        if isinstance(reply, dict):  # redis-py's parsed form: {address: {node_id, flags, master_id, ...}}
+            rows = [(str(v.get("node_id", "")), str(v.get("flags", "")), str(v.get("master_id", ""))) for v in reply.values()]
+        else:
+            for line in _text(reply).splitlines():
+                parts = line.split()
+                if len(parts) >= 4:
+                    rows.append((parts[0], parts[2], parts[3]))
+        me = next((node_id for node_id, flags, _ in rows if "myself" in flags), None)
+        return sum(1 for _, flags, master in rows
+                   if me is not None and master == me and "fail" not in flags.replace("fail?", ""))
 
     def _connected_replicas(self, node: redis.Redis, name: str) -> int:
         try:
