@@ -31,7 +31,7 @@ Call = tuple[Any, list[str], list[Any]]
 
 #: replies that mean the slot map changed under us (or the cluster is between two of them): read it again, retry
 _CLUSTER_MOVES = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
-_ROLE_CHECK_S = 10.0  # how long a node's count of connected replicas (ROLE) is trusted
+_ROLE_CHECK_S = 10.0  # how long a node's count of replicas (ROLE, or CLUSTER NODES on a cluster) is trusted
 _ATTEMPTS = 4
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Nodes:
         self.client = client
         self.settings = settings
         self.cluster = isinstance(client, RedisCluster)
-        self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, connected replicas)
+        self._replicas: dict[str, tuple[float, int]] = {}  # node name -> (checked at, replicas to wait for)
         self._warned: set[str] = set()
         self._threads: ThreadPoolExecutor | None = None
         #: nodes whose WAIT failed: name -> (client, its replication offset then); see confirm()
