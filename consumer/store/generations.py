@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import redis
 
-from consumer.store.client import _mapped
+from consumer.store.client import _mapped, _text
 from consumer.store.keys import Keys, active_key
 from schemas.settings import Settings
 
@@ -39,13 +39,12 @@ class Generations:
         generation that was active is retired (live writes into it are refused from now on)."""
         with _mapped(self.settings):
             reply = self.client.set(active_key(self.settings.namespace), generation, get=True)
-            old = reply.decode() if isinstance(reply, bytes) else reply
-            if isinstance(old, str) and old and old != generation:
+            old = _text(reply) if isinstance(reply, bytes | str) else None
+            if old and old != generation:
                 keys = Keys(self.settings.namespace, old)
                 pipe = self.client.pipeline(transaction=False)
                 for project in self.client.smembers(keys.projects):
-                    pipe.set(keys.retired(project.decode() if isinstance(project, bytes) else project), "1",
-                             ex=RETIRED_TTL_S)
+                    pipe.set(keys.retired(_text(project)), "1", ex=RETIRED_TTL_S)
                 pipe.execute()
 
     def generation_has_keys(self, generation: str) -> bool:
