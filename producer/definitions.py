@@ -1,4 +1,5 @@
-"""Checks and normalisation of define_metric's arguments (SPEC §4 rules 9, 12, 13)."""
+"""Checks and normalisation of define_metric's arguments (RULES.md §4 rules 9, 12, 13; the options themselves are
+``schemas.summary_options``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ from typing import Any
 
 from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
-from schemas.values import check_label
+from schemas.summary_options import SUMMARY_OPTIONS, check_best_has_objective, objective_of, summary_options_in
+from schemas.text import check_label
 
-__all__ = ["OBJECTIVES", "SUMMARY_OPTIONS", "define_metric_datum", "normalize_objective", "normalize_summary"]
-
-#: In the order they are sent (deterministic, whatever order the caller gave).
-SUMMARY_OPTIONS = ("min", "max", "mean", "first", "last", "best", "none")
-OBJECTIVES = ("minimize", "maximize")
+__all__ = ["define_metric_datum", "normalize_objective", "normalize_summary"]
 
 
 def normalize_summary(summary: str | Iterable[str] | None) -> list[str] | None:
@@ -21,21 +19,15 @@ def normalize_summary(summary: str | Iterable[str] | None) -> list[str] | None:
     if summary is None:
         return None
     if isinstance(summary, str):
-        parts = [part for part in summary.split(",") if part.strip()]
+        parts = [summary]
     elif isinstance(summary, Iterable):
         parts = list(summary)
+        for part in parts:
+            if not isinstance(part, str):
+                raise ValidationError(f"summary options must be strings, got {part!r}", value=part)
     else:
         raise ValidationError(f"summary must be a str like 'min,max' or a list of options, got {summary!r}")
-    chosen: set[str] = set()
-    for part in parts:
-        if not isinstance(part, str):
-            raise ValidationError(f"summary options must be strings, got {part!r}", value=part)
-        option = "".join(part.split()).lower()
-        if option not in SUMMARY_OPTIONS:
-            raise ValidationError(
-                f"unknown summary option {part.strip()!r}: use any of {', '.join(SUMMARY_OPTIONS)}", value=part
-            )
-        chosen.add(option)
+    chosen = summary_options_in(parts)
     if not chosen:
         raise ValidationError("summary names no option: use any of " + ", ".join(SUMMARY_OPTIONS), value=summary)
     return [option for option in SUMMARY_OPTIONS if option in chosen]
@@ -48,9 +40,10 @@ def normalize_objective(objective: str | None, goal: str | None) -> str | None:
     value = objective if objective is not None else goal
     if value is None:
         return None
-    if not isinstance(value, str) or value.strip().lower() not in OBJECTIVES:
+    checked = objective_of(value)
+    if checked is None:
         raise ValidationError(f"objective must be 'minimize' or 'maximize', got {value!r}", value=value)
-    return value.strip().lower()
+    return checked
 
 
 def _check_name(what: str, name: object, limits: Limits) -> str:
@@ -84,11 +77,7 @@ def define_metric_datum(
     checked_name = _check_name("name", name, limits)
     options = normalize_summary(summary)
     checked_objective = normalize_objective(objective, goal)
-    if options is not None and "best" in options and checked_objective is None:
-        raise ValidationError(
-            f"define_metric({checked_name!r}, summary=...best...) needs objective='minimize' or 'maximize'",
-            key=checked_name,
-        )
+    check_best_has_objective(checked_name, options, checked_objective)
     if step_metric is not None:
         step_metric = _check_name("step_metric", step_metric, limits)
     if not isinstance(hidden, bool) or not isinstance(overwrite, bool):

@@ -2,10 +2,11 @@
 
 A spool file is a local file anyone can edit, copy or corrupt; what sync publishes lands in the permanent
 topic. So each record is decoded (``schemas.codec``) and its values go through the SDK's own checks, the
-entry points it calls before sending (``schemas.limits``, ``schemas.values``, ``producer.definitions``):
-run path parts, names, tags, config, keys, values and tensors, limits. Nothing here restates a rule; it
-only turns the decoded event back into what the SDK's functions take. The record's size is checked
-against the Kafka record limit first (``Limits.kafka_max_record_bytes``).
+entry points it calls before sending (``schemas.limits``, ``schemas.paths``, ``schemas.run_fields``,
+``schemas.values``, ``producer.definitions``): run path parts, names, tags, config, keys, values and
+tensors, limits. Nothing here restates a rule; it only turns the decoded event back into what the SDK's
+functions take. The record's size is checked against the Kafka record limit first
+(``Limits.kafka_max_record_bytes``).
 """
 
 from __future__ import annotations
@@ -15,26 +16,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from producer.definitions import define_metric_datum
-from schemas.codec import EVENT_TYPES, default_codec
+from schemas.codec import default_codec
 from schemas.errors import LimitExceeded, ValidationError
-from schemas.limits import Limits, check_run_part
-from schemas.tensors import TENSOR_KINDS
-from schemas.values import (
-    INT64_MAX,
+from schemas.events import (
+    BATCH,
+    DEFINE_METRIC,
+    EVENT_TYPES,
     LIST,
+    LOG,
+    LOG_BLOCK,
+    RUN_FINISHED,
+    RUN_STARTED,
     SUBTREE,
+    SUMMARY_UPDATE,
     TENSOR,
-    Converter,
-    check_config_json,
-    check_key,
-    check_run_name,
-    check_tags,
-    to_python,
 )
+from schemas.limits import Limits, check_run_part
+from schemas.paths import check_key
+from schemas.run_fields import check_config_json, check_run_name, check_tags
+from schemas.tensors import TENSOR_KINDS
+from schemas.values import INT64_MAX, Converter, to_python
 
 __all__ = ["check_record", "check_record_size"]
 
-_RUN_EVENTS = frozenset(EVENT_TYPES) - {"metricfold.Batch"}
+_RUN_EVENTS = frozenset(EVENT_TYPES) - {BATCH}
 
 
 def check_record_size(key: str, value: bytes, limits: Limits) -> None:
@@ -56,14 +61,14 @@ def check_record(key: str, value: bytes, limits: Limits) -> int:
     the first thing the SDK would have refused."""
     check_record_size(key, value, limits)
     name, datum = default_codec().decode(value)
-    if name == "metricfold.Batch":
+    if name == BATCH:
         run_path = _envelope(datum)
         items = list(datum["items"])
         if not items:
             raise ValidationError("the batch holds no event")
         events = 0
         for item_name, item in items:
-            if item_name != "metricfold.LogBlock" and _envelope(item) != run_path:
+            if item_name != LOG_BLOCK and _envelope(item) != run_path:
                 raise ValidationError(f"a {item_name} of run {_envelope(item)} in a batch of run {run_path}")
             events += _check_event(item_name, item, limits)
     elif name in _RUN_EVENTS:
@@ -92,30 +97,30 @@ def _check_seq(name: str, value: int, what: str = "seq") -> None:
 
 
 def _check_event(name: str, datum: Mapping[str, Any], limits: Limits) -> int:
-    if name == "metricfold.LogBlock":
+    if name == LOG_BLOCK:
         return _check_block(datum, limits)
     _check_seq(name, datum["seq"])
-    if name == "metricfold.RunStarted":
+    if name == RUN_STARTED:
         check_run_name(datum["name"], limits)
         check_config_json(datum["config_json"])
         check_tags(datum["tags"], limits)
-    elif name == "metricfold.Log":
+    elif name == LOG:
         _check_seq(name, datum["step"], "step")
         _check_logged({key: _python(wire) for key, wire in datum["values"].items()}, limits)
-    elif name == "metricfold.SummaryUpdate":
+    elif name == SUMMARY_UPDATE:
         converter = Converter(limits)  # as Summary.update: one converter for the whole update
         for key, wire in datum["set"].items():
-            check_key(key, None, limits)
+            check_key(key, limits)
             if wire is not None:
                 converter.value(_python(wire), key)
         for key in datum["remove"]:
-            check_key(key, None, limits)
-    elif name == "metricfold.DefineMetric":
+            check_key(key, limits)
+    elif name == DEFINE_METRIC:
         define_metric_datum(
             datum["name"], step_metric=datum["step_metric"], hidden=datum["hidden"], summary=datum["summary"],
             objective=datum["objective"], goal=None, overwrite=datum["overwrite"], limits=limits,
         )
-    elif name != "metricfold.RunFinished":
+    elif name != RUN_FINISHED:
         raise ValidationError(f"a {name} is not an event the SDK sends in a batch")
     return 1
 

@@ -1,4 +1,4 @@
-"""``run.summary``: override events (SPEC §4 rules 15-17) and the client's own view of the summary.
+"""``run.summary``: override events (RULES.md §4 rules 15-17) and the client's own view of the summary.
 
 Each assignment ``summary[k] = v``, ``summary.update({...})`` and ``del summary[k]`` is one
 ``metricfold.SummaryUpdate`` event. Keys are top-level; a dict value is one opaque value; ``None``
@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from schemas.errors import ValidationError
+from schemas.events import TENSOR
 from schemas.limits import Limits
-from schemas.values import TENSOR, Converter, PathKey, check_key, to_python
+from schemas.paths import PathKey, check_key
+from schemas.values import Converter, to_python
 
 __all__ = ["Publish", "Summary", "merge_leaf"]
 
@@ -87,7 +89,7 @@ class Summary(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         """Remove *key*'s override (sent even if this client never set it: another one may have)."""
-        check_key(key, None, self._limits)
+        check_key(key, self._limits)
         self._send({}, [key], 64 + 4 * len(key))
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
@@ -100,7 +102,7 @@ class Summary(MutableMapping[str, Any]):
         sets: dict[str, Any] = {}
         removes: list[str] = []
         for key, value in items.items():
-            check_key(key, None, self._limits)
+            check_key(key, self._limits)
             converter.nbytes += 4 * len(key) + 8
             if value is None:
                 removes.append(key)

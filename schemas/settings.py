@@ -1,4 +1,4 @@
-"""Connection settings, read once from the environment (SPEC §7); every CLI option overrides its variable.
+"""Connection settings, read once from the environment (RULES.md §7); every CLI option overrides its variable.
 
     METRICFOLD_KAFKA       bootstrap servers                default localhost:9092
     METRICFOLD_REDIS       Redis URL (redis:// or rediss://) default redis://localhost:6379/0

@@ -1,4 +1,4 @@
-"""Arrays and tensors as values: .npy bytes (never pickle) and the summary stats of SPEC §4 rule 4.
+"""Arrays and tensors as values: .npy bytes (never pickle) and the summary stats of RULES.md §4 rule 4.
 
 Shared by the client (its own summary reads) and the consumer (the fold recomputes the stats from the
 bytes it received, so the stats in Redis never depend on what a client claims).

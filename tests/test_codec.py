@@ -1,4 +1,4 @@
-"""The wire format: Avro single-object encoding over the schemas in schemas/ (SPEC §3)."""
+"""The wire format: Avro single-object encoding over the schemas in schemas/ (RULES.md §3)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schemas.codec as codec_module
+import schemas.batch_writer as batch_writer_module
 from schemas.codec import EVENT_TYPES, MAGIC, SCHEMA_DIR, Codec, decode, default_codec, encode
 from schemas.errors import CodecError, TruncatedError, UnknownSchemaError
 
@@ -204,13 +204,13 @@ def _longs(draw: st.DrawFn, n: int, lo: int, hi: int) -> list[int]:
 @contextlib.contextmanager
 def writer_path(path: str) -> Iterator[None]:
     """The hand-written writer's loops (as configured), or its numpy path for every long array."""
-    saved = codec_module.VECTOR_MIN_LONGS
+    saved = batch_writer_module.VECTOR_MIN_LONGS
     if path == "numpy":
-        codec_module.VECTOR_MIN_LONGS = 1
+        batch_writer_module.VECTOR_MIN_LONGS = 1
     try:
         yield
     finally:
-        codec_module.VECTOR_MIN_LONGS = saved
+        batch_writer_module.VECTOR_MIN_LONGS = saved
 
 
 @st.composite

@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 
 from schemas.errors import LimitExceeded, ValidationError
+from schemas.events import LIST, SUBTREE, TENSOR
 from schemas.limits import Limits
+from schemas.paths import PathKey, display_path
+from schemas.run_fields import check_config_json, check_tags, config_json
 from schemas.tensors import from_npy, tensor_stats
-from schemas.values import (
-    LIST,
-    SUBTREE,
-    TENSOR,
-    Converter,
-    PathKey,
-    check_config_json,
-    check_label,
-    check_tags,
-    config_json,
-    display_path,
-    to_python,
-)
+from schemas.text import check_label
+from schemas.values import Converter, to_python
 
 
 def wire(value: Any, limits: Limits | None = None) -> Any:
