@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.coalesce import merge_log_records
 from consumer.fold import fold_record, new_run_state, state_to_bytes, take_changes
+from consumer.fold.merge import merge_log_records
 
 KEYS = (["loss"], ["acc"], ["grad", "norm"], ["lr"])
 

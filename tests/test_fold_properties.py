@@ -1,4 +1,4 @@
-"""Properties of the fold over random event streams (hypothesis), SPEC §4 rule 19:
+"""Properties of the fold over random event streams (hypothesis), RULES.md §4 rule 19:
 
 - folding the events one by one as standalone records == folding them in any split of Batches, with Log
   runs packed into LogBlocks of any split, numpy or pure-Python block path, and state_to_bytes /
@@ -23,8 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fold_records import Record, batch, block_of_logs, define, finished, fresh, log, started, update
 
-import consumer.logblock as logblock
-from consumer.canonical import canonical_json
+import consumer.fold.log_block as log_block
 from consumer.fold import (
     Changes,
     RunState,
@@ -36,7 +35,8 @@ from consumer.fold import (
     take_changes,
     tensors_view,
 )
-from consumer.runstate import meta_strings
+from consumer.fold.canonical import canonical_json
+from consumer.fold.views import meta_strings
 
 PRODUCERS = ("p1", "p2", "p3")
 TOPS = ("a", "b", "a.b", "_c")
@@ -194,12 +194,12 @@ def _delivery(records: list[Record], plan: Plan) -> Iterator[tuple[Record, bool]
 
 @contextlib.contextmanager
 def vector_min(value: int) -> Iterator[None]:
-    saved = logblock.VECTOR_MIN_VALUES
-    logblock.VECTOR_MIN_VALUES = value
+    saved = log_block.VECTOR_MIN_VALUES
+    log_block.VECTOR_MIN_VALUES = value
     try:
         yield
     finally:
-        logblock.VECTOR_MIN_VALUES = saved
+        log_block.VECTOR_MIN_VALUES = saved
 
 
 def _refused(state: RunState, record: Record) -> list[tuple[str | None, int | None, str]]:
@@ -361,7 +361,7 @@ _EXTREME_FLOATS = st.sampled_from([5e-324, -5e-324, 2.0**-1022, 1.79769313486231
 def test_the_fsum_exact_sum_equals_the_value_by_value_one(values: list[float]) -> None:
     """The small-block path sums a column with a few math.fsum calls; the exact sum must be the same integer
     as adding every value's exact units (sums past the float range take the value-by-value way)."""
-    from consumer.aggregates import exact_sum_units, exact_units
+    from consumer.fold.exact_sums import exact_sum_units, exact_units
 
     assert exact_sum_units(values) == sum(map(exact_units, values))
 
@@ -371,7 +371,7 @@ def test_many_small_blocks_sum_exactly_whenever_the_sum_is_read() -> None:
     UNSUMMED_MAX of them, and whenever the sum is read. Both ways must give the one-by-one fold's bytes."""
     import random
 
-    from consumer.aggregates import UNSUMMED_MAX
+    from consumer.fold.aggregates import UNSUMMED_MAX
 
     rng = random.Random(7)
     values = [rng.uniform(-1e3, 1e3) * 10.0 ** rng.randint(-20, 20) for _ in range(7 * UNSUMMED_MAX)]
@@ -390,13 +390,14 @@ def test_many_small_blocks_sum_exactly_whenever_the_sum_is_read() -> None:
 
 
 def test_combined_block_stats_keep_the_unsummed_floats_of_both_sides() -> None:
-    from consumer.aggregates import BlockStats, Leaf, exact_units
+    from consumer.fold.aggregates import BlockStats, Leaf
+    from consumer.fold.exact_sums import exact_units
 
     ours, theirs = BlockStats(), BlockStats()
-    ours.nf, ours.unsummed = 2, [0.1, 0.2]
-    theirs.nf, theirs.s, theirs.unsummed = 2, exact_units(2.5), [0.3]  # one value summed already, one not
+    ours.finite_count, ours.unsummed = 2, [0.1, 0.2]
+    theirs.finite_count, theirs.exact_sum, theirs.unsummed = 2, exact_units(2.5), [0.3]  # one value summed already, one not
     ours.combine(theirs)
     leaf = Leaf(("x",), "x", 0.1, ())
     leaf.add_block(ours, [0, 1, 2, 3])
 
-    assert leaf.nf == 4 and leaf.s == sum(map(exact_units, [0.1, 0.2, 0.3, 2.5]))
+    assert leaf.finite_count == 4 and leaf.exact_sum == sum(map(exact_units, [0.1, 0.2, 0.3, 2.5]))

@@ -1,4 +1,4 @@
-"""SPEC §4, rule by rule: one story per rule (arrange, act, assert), plus the run meta."""
+"""RULES.md §4, rule by rule: one story per rule (arrange, act, assert), plus the run meta."""
 
 from __future__ import annotations
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from consumer.canonical import escape_segment
 from consumer.tables import format_value
 from consumer.web.params import TableQuery
 from consumer.web.widgets import nested_table, percentile_bar
+from schemas.paths import escape_segment
 from schemas.text import printable
 
 __all__ = ["error_page", "index_page", "project_page", "run_page", "run_summary_fragment", "table_fragment"]

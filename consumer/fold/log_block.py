@@ -2,32 +2,30 @@
 
 The result is byte-identical to folding the same events one by one as standalone ``metricfold.Log``
 records. The block is summarised per path (``BlockStats``) and each leaf folds its summary once: with numpy
-(consumer.columnstats) for blocks of at least ``VECTOR_MIN_VALUES`` float values, with list builtins or a
-Python loop for smaller ones. Blocks whose paths clash under rule 2 (``a`` and ``a.b`` in one block) go
-value by value. Refused events (consumer.blockcheck) and already-applied seqs are left out; the other events
-are applied.
+(consumer.fold.column_stats) for blocks of at least ``VECTOR_MIN_VALUES`` float values, with list builtins
+or a Python loop for smaller ones (consumer.fold.block_stats). Blocks whose paths clash under rule 2 (``a``
+and ``a.b`` in one block) go value by value. Refused events (consumer.fold.block_checks) and already-applied
+seqs are left out; the other events are applied.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from consumer.aggregates import SCALE_BITS, BlockStats
-from consumer.blockcheck import Extra, ExtraColumns, bad_paths, check_events, clash, prefix_free, structure_problem
-from consumer.columnstats import FloatArray, IntArray, float_block_stats, regular_block_stats
-from consumer.events import applied, log_value, new_leaf, refs_of
-from consumer.runstate import Rejected, RunState
-from consumer.views import mark_dirty
-from consumer.wirevalues import TensorBlob
+from consumer.fold.aggregates import BlockStats
+from consumer.fold.block_checks import Extra, ExtraColumns, bad_paths, check_events, clash, prefix_free, structure_problem
+from consumer.fold.block_stats import events_of, extra_stats, small_block_stats, small_regular_stats
+from consumer.fold.column_stats import FloatArray, IntArray, float_block_stats, regular_block_stats
+from consumer.fold.mutations import add_block_stats, applied, keep_blobs, log_value
+from consumer.fold.state import Rejected, RunState
+from consumer.fold.values import TensorBlob
+from schemas.events import LOG_BLOCK
 from schemas.limits import Limits
 
-__all__ = ["LOGBLOCK", "VECTOR_MIN_VALUES", "fold_log_block"]
-
-LOGBLOCK = "metricfold.LogBlock"
+__all__ = ["VECTOR_MIN_VALUES", "fold_log_block"]
 
 #: blocks with fewer float values than this are folded value by value (numpy's per-call cost dominates)
 VECTOR_MIN_VALUES = 128
@@ -41,7 +39,7 @@ def fold_log_block(
     first_seq = first_seq if type(first_seq) is int else 0
 
     def refuse(events: Any, reason: str) -> None:
-        rejected.extend(Rejected(index, producer_id, first_seq + i, reason, LOGBLOCK) for i in events)
+        rejected.extend(Rejected(index, producer_id, first_seq + i, reason, LOG_BLOCK) for i in events)
 
     n = 1
     try:
@@ -76,7 +74,7 @@ def fold_log_block(
     paths = list(ids)
     bad = extras.events or max(counts) > limits.max_values_per_event or bad_paths(state, paths, limits)
     if small and not bad and not reasons and len(paths) == len(raw_paths):  # the tiny fast path
-        stats = _small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
+        stats = small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
         if stats is not None and _apply_stats(state, paths, steps, stats, []):
             applied(state, producer_id, first_seq, first_seq + n, n, min(ts), max(ts))
             return
@@ -104,9 +102,9 @@ def fold_log_block(
         else:
             g, v, e = gid, values, ev
         if len(v) < max(VECTOR_MIN_VALUES, 1):
-            stats = _small_regular_stats(counts, gid.tolist(), values.tolist()) if not reasons else None
+            stats = small_regular_stats(counts, gid.tolist(), values.tolist()) if not reasons else None
             if stats is None:
-                stats = _small_block_stats(paths, counts, g, e, v, reasons)
+                stats = small_block_stats(paths, counts, g, e, v, reasons)
         else:
             k = counts[0]
             row = gid[:k].tolist()
@@ -139,44 +137,12 @@ def fold_log_block(
             applied(state, producer_id, first_seq + i, first_seq + i + 1, 1, ts[i], ts[i])
 
 
-def _extra_stats(xs: list[Extra]) -> dict[int, BlockStats]:
-    """Per-path stats of the extras (event order); runs of plain ints or of non-numbers use list builtins."""
-    by_path: dict[int, list[Extra]] = {}
-    for x in xs:
-        found = by_path.get(x[1])
-        if found is None:
-            by_path[x[1]] = [x]
-        else:
-            found.append(x)
-    out: dict[int, BlockStats] = {}
-    for pid, items in by_path.items():
-        block = out[pid] = BlockStats()
-        values = [x[2] for x in items]
-        kinds = set(map(type, values))
-        first, last = items[0], items[-1]
-        if kinds == {int}:
-            events = [x[0] for x in items]
-            block.first, block.first_ev, block.last, block.last_ev = first[2], first[0], last[2], last[0]
-            lo, hi = min(values), max(values)
-            block.min, block.min_ev = lo, events[values.index(lo)]
-            block.max, block.max_ev = hi, events[values.index(hi)]
-            block.nf = len(values)
-            block.s = sum(values) << SCALE_BITS
-        elif not kinds & {int, float}:  # rule 11: non-numeric values update only first and last
-            block.first, block.first_t, block.first_ev = first[2], refs_of(first[3]), first[0]
-            block.last, block.last_t, block.last_ev = last[2], refs_of(last[3]), last[0]
-        else:
-            for i, _, value, blobs in items:
-                block.add(value, refs_of(blobs), i)
-    return out
-
-
 def _apply_stats(
     state: RunState, paths: list[tuple[str, ...]], steps: list[int], stats: dict[int, BlockStats], xs: list[Extra]
 ) -> bool:
     """Fold per-path block stats; False (and nothing changed) if the block's paths clash under rule 2."""
     if xs:
-        for pid, more in _extra_stats(xs).items():
+        for pid, more in extra_stats(xs).items():
             if pid in stats:
                 stats[pid].combine(more)
             else:
@@ -185,77 +151,9 @@ def _apply_stats(
     if len(used) > 1 and not prefix_free([paths[p] for p in used]):
         return False  # "a" and "a.b" in one block: order matters, fold value by value
     for _, _, _, blobs in xs:
-        for blob in blobs:
-            state.pending_blobs[blob.sha] = blob.npy
-    for pid in used:
-        block = stats[pid]
-        path = paths[pid]
-        top = path[0]
-        mark_dirty(state, top)
-        state.hidden.discard(top)
-        leaves = state.tops.get(top)
-        leaf = None if leaves is None else leaves.get(path)
-        if leaf is None:
-            leaf = new_leaf(state, path, block.first, block.first_t)
-        leaf.add_block(block, steps)
+        keep_blobs(state, blobs)
+    add_block_stats(state, paths, stats, used, steps)
     return True
-
-
-def _events_of(counts: list[int], e: IntArray | None) -> list[int]:
-    return e.tolist() if e is not None else [i for i, c in enumerate(counts) for _ in range(c)]
-
-
-def _small_regular_stats(counts: list[int], pids: list[int], vl: list[float]) -> dict[int, BlockStats] | None:
-    """The stats of a few finite float values logged at the same k paths by every event, with list
-    builtins (min, index, slicing run in C); None when the block is not like that."""
-    n, k = len(counts), counts[0] if counts else 0
-    if not k or counts.count(k) != n:
-        return None
-    row = pids[:k]
-    if len(set(row)) != k or pids != row * n or not math.isfinite(sum(vl)):  # a finite sum: no NaN, no inf
-        return None
-    stats: dict[int, BlockStats] = {}
-    for c, pid in enumerate(row):
-        column = vl[c::k]
-        block = stats[pid] = BlockStats()
-        block.first, block.first_ev, block.last, block.last_ev = column[0], 0, column[-1], n - 1
-        lo, hi = min(column), max(column)  # the first of equal extremes, as index() finds it too
-        block.min, block.min_ev = lo, column.index(lo)
-        block.max, block.max_ev = hi, column.index(hi)
-        block.nf = n
-        block.unsummed = column  # the leaf sums them later, many blocks' at once
-    return stats
-
-
-def _small_block_stats(
-    paths: list[tuple[str, ...]],
-    counts: list[int],
-    g: IntArray,
-    e: IntArray | None,
-    v: FloatArray,
-    reasons: dict[int, str],
-) -> dict[int, BlockStats]:
-    """Per-path stats of a few float values, in Python (cheaper than numpy's per-call cost here); events
-    that log a path twice, or a path and one under it, are refused."""
-    by_event: dict[int, list[tuple[int, float]]] = {}
-    for i, pid, value in zip(_events_of(counts, e), g.tolist(), v.tolist(), strict=True):
-        by_event.setdefault(i, []).append((pid, value))
-    stats: dict[int, BlockStats] = {}
-    clashes: dict[tuple[int, ...], str] = {}
-    for i, items in by_event.items():
-        pids = tuple(pid for pid, _ in items)
-        found = clashes.get(pids)
-        if found is None:
-            found = clashes[pids] = clash([paths[pid] for pid in pids])
-        if found:
-            reasons[i] = found
-            continue
-        for pid, value in items:
-            block = stats.get(pid)
-            if block is None:
-                block = stats[pid] = BlockStats()
-            block.add(value, (), i)
-    return stats
 
 
 def _fold_sequential(
@@ -270,7 +168,7 @@ def _fold_sequential(
     reasons: dict[int, str],
 ) -> None:
     """Value by value, event by event: exactly what standalone Log records would do (rule 2 clashes)."""
-    events = _events_of(counts, e)
+    events = events_of(counts, e)
     by_event: dict[int, list[tuple[int, Any, list[TensorBlob]]]] = {}
     no_blobs: list[TensorBlob] = []
     for i, pid, value in zip(events, g.tolist(), v.tolist(), strict=True):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.events import BATCH, LOG_BLOCK
+
 __all__ = ["merge_log_records"]
 
 Decoded = tuple[str, Any]
@@ -20,10 +22,10 @@ def _single_block(decoded: Decoded) -> dict[str, Any] | None:
     """The LogBlock of a Batch that holds only one, if that block is well formed (a bad block is never merged:
     the fold refuses it whole, and it must not take its neighbours with it)."""
     name, datum = decoded
-    if name != "metricfold.Batch" or len(datum.get("items", ())) != 1:
+    if name != BATCH or len(datum.get("items", ())) != 1:
         return None
     item_name, block = datum["items"][0]
-    if item_name != "metricfold.LogBlock":
+    if item_name != LOG_BLOCK:
         return None
     events, paths = len(block["steps"]), len(block["paths"])
     counts, path_idx = block["counts"], block["path_idx"]
@@ -96,7 +98,7 @@ def merge_log_records(units: list[tuple[list[Any], Decoded]]) -> list[tuple[list
                 "extras": list(block.get("extras", ())),
             }
             header = {k: v for k, v in decoded[1].items() if k != "items"}
-            merged.append((list(records), ("metricfold.Batch", {**header, "items": [("metricfold.LogBlock", fresh)]})))
+            merged.append((list(records), (BATCH, {**header, "items": [(LOG_BLOCK, fresh)]})))
             open_block, open_producer = fresh, producer
         else:
             merged.append((list(records), decoded))

@@ -1,23 +1,7 @@
-"""The fold: decoded events in, a run's state out. Pure code: no Kafka, no Redis, no clock, no randomness.
-
-    state = new_run_state("team", "vision", "3f2a9c")
-    rejected = fold_record(state, ("metricfold.Batch", {...}))   # mutates state in place
-    changes = take_changes(state)                                 # what to write to Redis
-    data = state_to_bytes(state)                                  # stored with the offsets, atomically
-
-``fold_record`` applies one decoded Kafka record value (a standalone event or a ``metricfold.Batch``) in
-order and returns the events it refused; a refused event changes nothing (not even the dedup memory, so a
-fixed resend is applied) and the events around it are still applied. Reasons for refusing: the record or a
-batch item belongs to another run or producer than its header; a negative seq; a limit
-(``schemas.limits.Limits``: key length and depth, values per event, string length, tensor bytes); an
-invalid ``.npy``; bad ``define_metric`` options, or ``best`` without an objective; a malformed LogBlock or
-event. An event already applied (same producer id and seq) is skipped silently (SPEC §4 rule 18).
-
-Every SPEC §4 rule is implemented across this package: keys and merge (consumer.events, rules 1-2),
-values (consumer.wirevalues, rules 3-5), aggregates (consumer.aggregates, rules 6, 8, 10, 11),
-definitions (consumer.definitions, rules 9, 12, 13), views and overrides (consumer.views, rules 7, 15-17),
-dedup and canonical state (consumer.runstate, rules 18-19), LogBlocks (consumer.logblock, its checks in
-consumer.blockcheck, numpy column stats and exact sums in consumer.columnstats).
+"""Where a decoded record enters the fold: ``fold_record`` checks its run and producer, splits a Batch into
+its items, and sends each event to its handler (consumer.fold.handlers) or a LogBlock to its fast path
+(consumer.fold.log_block); then records the event as applied. Duplicates (same producer id and seq) are
+skipped silently (RULES.md §4 rule 18); refused events are returned, having changed nothing.
 """
 
 from __future__ import annotations
@@ -25,32 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.canonical import canonical_json, display_path
-from consumer.events import HANDLERS, Handler, applied
-from consumer.logblock import LOGBLOCK, fold_log_block
-from consumer.runstate import Changes, Rejected, RunState, new_run_state, state_from_bytes, state_to_bytes
-from consumer.views import flat_view, summary, take_changes, tensors_view
+from consumer.fold.handlers import HANDLERS, Handler
+from consumer.fold.log_block import fold_log_block
+from consumer.fold.mutations import applied
+from consumer.fold.state import Rejected, RunState
 from schemas.errors import ValidationError
+from schemas.events import BATCH, LOG_BLOCK
 from schemas.limits import Limits
 
-__all__ = [
-    "Changes",
-    "Rejected",
-    "RunState",
-    "canonical_json",
-    "display_path",
-    "events_applied",
-    "flat_view",
-    "fold_record",
-    "new_run_state",
-    "state_from_bytes",
-    "state_to_bytes",
-    "summary",
-    "take_changes",
-    "tensors_view",
-]
+__all__ = ["events_applied", "fold_record"]
 
-BATCH = "metricfold.Batch"
 DEFAULT_LIMITS = Limits()
 
 
@@ -64,7 +32,7 @@ def fold_record(state: RunState, record: tuple[str, Mapping[str, Any]], *, limit
     handler = HANDLERS.get(name)
     if handler is None:
         reason = (
-            "a LogBlock must travel inside a metricfold.Batch" if name == LOGBLOCK else f"{name!r} is not a metricfold event type"
+            f"a LogBlock must travel inside a {BATCH}" if name == LOG_BLOCK else f"{name!r} is not a metricfold event type"
         )
         rejected.append(Rejected(0, _get(datum, "producer_id"), _get(datum, "seq"), reason, name))
         return rejected
@@ -96,7 +64,7 @@ def _fold_batch(state: RunState, batch: Mapping[str, Any], limits: Limits, rejec
         return
     wrong_run = run != (state.entity, state.project, state.run_id)
     for index, (name, item) in enumerate(items):
-        if name == LOGBLOCK:
+        if name == LOG_BLOCK:
             if wrong_run:
                 n = len(item.get("steps") or ()) or 1
                 reason = f"the batch is for run {'/'.join(run)!r}, not {state.run_path!r}"

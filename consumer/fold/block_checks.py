@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from consumer.canonical import display_path
-from consumer.columnstats import IntArray
-from consumer.runstate import RunState
-from consumer.wirevalues import SUBTREE, TensorBlob, check_path, materialize
+from consumer.fold.column_stats import IntArray
+from consumer.fold.state import RunState
+from consumer.fold.values import TensorBlob, materialize
 from schemas.errors import ValidationError
+from schemas.events import SUBTREE
 from schemas.limits import Limits
+from schemas.paths import check_path, display_path
 
 __all__ = ["Extra", "ExtraColumns", "bad_paths", "check_events", "clash", "prefix_free", "structure_problem"]
 
@@ -48,6 +49,8 @@ def structure_problem(
     raw_values: Any,
     extras: Any,
 ) -> str:
+    """Why the block as a whole is malformed ("" if it is not): its columns disagree in length, or an index or
+    ``first_seq`` is out of range."""
     n, m = len(steps), len(path_idx)
     if type(block["first_seq"]) is not int:
         return "malformed LogBlock: first_seq must be an int"
@@ -73,7 +76,7 @@ def bad_paths(state: RunState, paths: list[tuple[str, ...]], limits: Limits) -> 
     try:
         for path in paths:
             if path not in good:
-                check_path(path, limits)
+                check_path(path, limits, printable=False)
                 good.add(path)
     except ValidationError:
         return True
@@ -109,7 +112,7 @@ def check_events(
     if bad_paths(state, paths, limits):
         for pid, path in enumerate(paths):
             try:
-                check_path(path, limits)
+                check_path(path, limits, printable=False)
             except ValidationError as exc:
                 events = set(ev[gid == pid].tolist()) | {i for i, p in zip(xe, xp, strict=True) if p == pid}
                 for i in sorted(events):
@@ -150,6 +153,7 @@ def check_events(
 
 
 def prefix_free(paths: list[tuple[str, ...]]) -> bool:
+    """Whether no path is a proper prefix of another (no rule 2 clash between them)."""
     known = set(paths)
     return all(p[:i] not in known for p in paths for i in range(1, len(p)))
 

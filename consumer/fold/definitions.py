@@ -1,4 +1,4 @@
-"""Metric definitions (``define_metric``, SPEC §4 rules 9, 12, 13): parsing, merging, glob resolution.
+"""Metric definitions (``define_metric``, RULES.md §4 rules 9, 12, 13): parsing, merging, glob resolution.
 
 A definition's name is a display path (``.`` separates levels, ``\\.`` is a literal dot) in which every
 ``*`` matches any run of characters, ``.`` included. Resolution for a leaf's display path:
@@ -11,7 +11,8 @@ A definition's name is a display path (``.`` separates levels, ``\\.`` is a lite
 Merging (rule 13): ``overwrite=True`` replaces the earlier definition of the same name. ``overwrite=False``
 combines: options are the union, except that ``none`` resets them (the key is absent); objective and
 step_metric keep the earlier value unless given; hidden is sticky. A definition whose options include
-``none`` and others is ``none``. ``summary=None`` (or an empty list) means options were not given.
+``none`` and others is ``none``. ``summary=None`` (or an empty list) means options were not given. Which
+options and objectives exist, and how they are spelled: ``schemas.summary_options``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from typing import Any
 
 from schemas.errors import ValidationError
 from schemas.limits import Limits
+from schemas.summary_options import check_best_has_objective, objective_of, summary_options_in
 
-__all__ = ["OBJECTIVES", "OPTIONS", "Definition", "Resolver", "merge_definition", "parse_definition"]
-
-OPTIONS = ("best", "first", "last", "max", "mean", "min", "none")
-OBJECTIVES = ("maximize", "minimize")
+__all__ = ["Definition", "Resolver", "merge_definition", "parse_definition"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,21 +50,13 @@ class Definition:
 
 
 def _options(raw: Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    """The options as folded: sorted, ``("none",)`` if ``none`` is among them, None if none are given."""
     if raw is None:
         return None
-    found: set[str] = set()
-    for item in raw:
-        for part in str(item).split(","):
-            option = "".join(part.split()).lower()
-            if not option:
-                continue
-            if option not in OPTIONS:
-                raise ValidationError(
-                    f"define_metric({name!r}): summary option {part!r} is not one of {', '.join(OPTIONS)}",
-                    key=name,
-                    value=part,
-                )
-            found.add(option)
+    try:
+        found = summary_options_in(map(str, raw))
+    except ValidationError as exc:
+        raise ValidationError(f"define_metric({name!r}): {exc}", key=name, value=exc.value) from exc
     if not found:
         return None
     if "none" in found:
@@ -81,14 +72,10 @@ def parse_definition(datum: Mapping[str, Any], limits: Limits) -> tuple[Definiti
     longest = limits.max_key_length * limits.max_key_depth
     if len(name) > longest:
         raise ValidationError(f"define_metric name {name[:40]!r}... is longer than {longest} characters", key=name)
-    objective = datum.get("objective")
-    if objective is not None:
-        objective = "".join(str(objective).split()).lower()
-        if objective not in OBJECTIVES:
-            raise ValidationError(
-                f"define_metric({name!r}): objective {datum.get('objective')!r} must be 'minimize' or 'maximize'",
-                key=name,
-            )
+    given = datum.get("objective")
+    objective = objective_of(given)
+    if given is not None and objective is None:
+        raise ValidationError(f"define_metric({name!r}): objective {given!r} must be 'minimize' or 'maximize'", key=name)
     step_metric = datum.get("step_metric")
     definition = Definition(
         name=name,
@@ -117,10 +104,7 @@ def merge_definition(old: Definition | None, new: Definition, *, overwrite: bool
             step_metric=new.step_metric or old.step_metric,
             hidden=old.hidden or new.hidden,
         )
-    if new.options is not None and "best" in new.options and new.objective is None:
-        raise ValidationError(
-            f"define_metric({new.name!r}, summary='best') needs objective='minimize' or 'maximize'", key=new.name
-        )
+    check_best_has_objective(new.name, new.options, new.objective)
     return new
 
 

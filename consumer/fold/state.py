@@ -1,20 +1,24 @@
-"""The state of one run and its canonical bytes (SPEC §4 rule 19).
+"""The folded state of one run, and its canonical bytes (RULES.md §4 rules 18, 19).
 
-``RunState`` is a plain mutable object owned by the fold. Its *folded* part is what ``state_to_bytes``
-writes; the rest is derived (rebuilt on load) or change tracking for ``take_changes`` (not persisted):
+``RunState`` is a plain mutable object owned by the fold. What it folds is what ``state_to_bytes`` writes:
 
 - ``producers``: dedup memory per producer id (rule 18): a watermark (every seq below it was applied) and
   the sorted, disjoint, non-adjacent ``[lo, hi)`` ranges applied above it. A refused event leaves a gap,
   which costs one range, not one entry per later seq.
-- ``tops``: top-level key -> {leaf path: ``Leaf``} (aggregates of every leaf, see consumer.aggregates).
+- ``leaves_by_key``: top-level key -> {leaf path: ``Leaf``} (aggregates of every leaf, consumer.fold.aggregates).
 - ``definitions``: metric definitions, in the order that decides glob ties (rules 9, 12, 13).
 - ``overrides``: top-level key -> (plain value, tensor refs) set by summary updates (rules 15, 17).
 - ``hidden``: top-level keys removed from the summary and not logged since (rule 16).
 - run meta: name, config (canonical JSON text), tags, status, exit_code, created/updated (ts_ms), events.
 
+Besides, derived from the above and rebuilt on load: ``interior`` (leaf path prefixes), ``resolver``,
+``good_paths`` and ``definitions_json`` (caches); and ``tracker``, the ``ChangeTracker`` the fold tells of its
+changes, for ``take_changes`` (consumer.fold.tracking; never persisted).
+
 Canonical bytes: UTF-8 of ``canonical_json`` of a document with sorted keys; leaves sorted by path; the
 exact sums as "<odd part in hex>p<shift>"; floats by repr; tensors only by SHA-256 (their bytes are never
-in the state). Equal folded states give equal bytes, and ``state_from_bytes(state_to_bytes(s))`` folds on exactly like ``s``.
+in the state). Equal folded states give equal bytes, and a state read back from its bytes folds on exactly
+like the state written.
 """
 
 from __future__ import annotations
@@ -23,21 +27,13 @@ import bisect
 import dataclasses
 from typing import Any
 
-from consumer.aggregates import Leaf, TensorRefs
-from consumer.canonical import canonical_json, display_path, load_json
-from consumer.definitions import Definition, Resolver
+from consumer.fold.aggregates import Leaf, TensorRefs
+from consumer.fold.canonical import canonical_json, load_json
+from consumer.fold.definitions import Definition, Resolver
+from consumer.fold.tracking import ChangeTracker
+from schemas.paths import display_path
 
-__all__ = [
-    "FORMAT",
-    "Changes",
-    "Rejected",
-    "RunState",
-    "Seen",
-    "meta_strings",
-    "new_run_state",
-    "state_from_bytes",
-    "state_to_bytes",
-]
+__all__ = ["FORMAT", "Rejected", "RunState", "Seen", "new_run_state", "read_state", "state_to_bytes"]
 
 FORMAT = "metricfold.fold.v1"
 
@@ -51,29 +47,6 @@ class Rejected:
     seq: int | None
     reason: str  #: human-readable; names the rule, limit or key
     event_type: str = ""  #: full Avro name of the refused event, e.g. "metricfold.Log"
-
-
-@dataclasses.dataclass
-class Changes:
-    """What changed in a run's views since the previous ``take_changes`` (see consumer.views)."""
-
-    summary_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    summary_del: list[str] = dataclasses.field(default_factory=list)
-    flat_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    flat_del: list[str] = dataclasses.field(default_factory=list)
-    #: flat paths whose value is a finite int or float -> the number; each is in flat_set too, as the number's JSON
-    #: text, which Redis reads as the same double (apply_runs takes the sort score from there)
-    numeric_set: dict[str, float] = dataclasses.field(default_factory=dict)
-    numeric_del: list[str] = dataclasses.field(default_factory=list)
-    meta: dict[str, str] = dataclasses.field(default_factory=dict)
-    meta_del: list[str] = dataclasses.field(default_factory=list)
-    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    tensors_set: dict[str, str] = dataclasses.field(default_factory=dict)
-    tensors_del: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not any(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 class Seen:
@@ -118,16 +91,15 @@ class Seen:
 
 
 class RunState:
-    """Everything about one run (see the module doc). Mutated in place by ``fold_record``."""
+    """Everything folded about one run (see the module doc). Mutated in place by ``fold_record``."""
 
     def __init__(self, entity: str, project: str, run_id: str) -> None:
         self.entity = entity
         self.project = project
         self.run_id = run_id
         self.producers: dict[str, Seen] = {}
-        self.tops: dict[str, dict[tuple[str, ...], Leaf]] = {}
+        self.leaves_by_key: dict[str, dict[tuple[str, ...], Leaf]] = {}
         self.definitions: list[Definition] = []
-        self.definitions_json: str | None = None  # cache of meta "definitions"; None when stale
         self.overrides: dict[str, tuple[Any, TensorRefs]] = {}
         self.hidden: set[str] = set()
         self.name: str | None = None
@@ -138,21 +110,14 @@ class RunState:
         self.created: int | None = None
         self.updated: int | None = None
         self.events = 0
-        # derived from the above
+        # derived from the above (rebuilt on load)
         self.interior: dict[tuple[str, ...], int] = {}  # proper prefixes of leaf paths -> number of leaves
         self.resolver = Resolver(())
+        self.definitions_json: str | None = None  # cache of meta "definitions"; None when stale
         self.good_paths: set[tuple[str, ...]] = set()  # leaf paths known to pass good_paths_limits
         self.good_paths_limits: object = None
-        # change tracking (not persisted; see consumer.views)
-        self.dirty: set[str] = set()
-        self.all_dirty = False
-        self.meta_dirty = False
-        self.pending_blobs: dict[str, bytes] = {}
-        self.pub_summary: dict[str, str] = {}
-        self.pub_flat: dict[str, dict[str, tuple[str, float | None]]] = {}
-        self.pub_tensors: dict[str, dict[str, str]] = {}
-        self.pub_meta: dict[str, str] = {}
-        self.pub_captured: set[str] | None = None  # None: pub_* hold everything published
+        # not state: what the fold tells of its changes, for take_changes
+        self.tracker = ChangeTracker()
 
     @property
     def run_path(self) -> str:
@@ -166,45 +131,21 @@ class RunState:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        leaves = sum(len(v) for v in self.tops.values())
+        leaves = sum(len(v) for v in self.leaves_by_key.values())
         return f"RunState({self.run_path!r}, events={self.events}, leaves={leaves})"
 
 
 def new_run_state(entity: str, project: str, run_id: str) -> RunState:
-    """The state of a run that has seen no events."""
+    """The state of a run that has seen no events (nothing handed out yet)."""
     return RunState(entity, project, run_id)
 
 
-def meta_strings(state: RunState) -> dict[str, str]:
-    """The run meta hash (SPEC §5) as strings; absent fields are left out."""
-    meta: dict[str, str] = {"events": str(state.events)} if state.events else {}
-    if state.status is not None:
-        meta["state"] = state.status
-    if state.exit_code is not None:
-        meta["exit_code"] = str(state.exit_code)
-    if state.created is not None:
-        meta["created"] = str(state.created)
-    if state.updated is not None:
-        meta["updated"] = str(state.updated)
-    if state.name is not None:
-        meta["name"] = state.name
-    if state.config is not None:
-        meta["config"] = state.config
-    if state.tags:
-        meta["tags"] = canonical_json(state.tags)
-    if state.definitions:
-        if state.definitions_json is None:
-            state.definitions_json = canonical_json([d.to_json() for d in state.definitions])
-        meta["definitions"] = state.definitions_json
-    return meta
-
-
-def _sum_text(s: int) -> str:
+def _sum_text(units: int) -> str:
     """An exact sum as "<odd part in hex>p<power of two>": short, and one spelling per value."""
-    if s == 0:
+    if units == 0:
         return "0p0"
-    zeros = (s & -s).bit_length() - 1
-    return f"{s >> zeros:x}p{zeros}"
+    zeros = (units & -units).bit_length() - 1
+    return f"{units >> zeros:x}p{zeros}"
 
 
 def _sum_from_text(text: str) -> int:
@@ -216,26 +157,30 @@ def _refs(refs: TensorRefs) -> list[list[str]]:
     return [[rel, sha] for rel, sha in refs]
 
 
+def _tensor_refs(rows: list[list[str]]) -> TensorRefs:
+    return tuple((rel, sha) for rel, sha in rows)
+
+
 def state_to_bytes(state: RunState) -> bytes:
     """Canonical bytes of the folded state (no change tracking, no tensor bytes: only their SHA-256)."""
     leaves = [
         [
             list(leaf.path),
             leaf.first,
-            _refs(leaf.first_t),
+            _refs(leaf.first_refs),
             leaf.last,
-            _refs(leaf.last_t),
-            leaf.nf,
-            _sum_text(leaf.s),
-            leaf.pinf,
-            leaf.ninf,
+            _refs(leaf.last_refs),
+            leaf.finite_count,
+            _sum_text(leaf.exact_sum),
+            leaf.inf_count,
+            leaf.neg_inf_count,
             leaf.min,
             leaf.min_step,
             leaf.max,
             leaf.max_step,
         ]
-        for top in state.tops.values()
-        for leaf in top.values()
+        for leaves in state.leaves_by_key.values()
+        for leaf in leaves.values()
     ]
     leaves.sort(key=lambda row: row[0])
     document = {
@@ -260,25 +205,21 @@ def state_to_bytes(state: RunState) -> bytes:
     return canonical_json(document).encode()
 
 
-def _tensor_refs(rows: list[list[str]]) -> TensorRefs:
-    return tuple((rel, sha) for rel, sha in rows)
-
-
-def state_from_bytes(data: bytes) -> RunState:
-    """The state ``state_to_bytes`` wrote. Assumes it was written right after ``take_changes`` (as the store
-    does): the views published so far are taken to be the views of this state."""
+def read_state(data: bytes) -> RunState:
+    """The state ``state_to_bytes`` wrote, its derived indexes rebuilt (its tracker fresh)."""
     document = load_json(data)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a metricfold fold state (expected format {FORMAT!r})")
-    state = RunState(*document["run"])
+    entity, project, run_id = document["run"]
+    state = RunState(entity, project, run_id)
     state.producers = {pid: Seen(w, [(a, b) for a, b in ranges]) for pid, (w, ranges) in document["producers"].items()}
     for row in document["leaves"]:
         path = tuple(row[0])
         leaf = Leaf(path, display_path(path), row[1], _tensor_refs(row[2]))
-        leaf.last, leaf.last_t = row[3], _tensor_refs(row[4])
-        leaf.nf, leaf.s, leaf.pinf, leaf.ninf = row[5], _sum_from_text(row[6]), row[7], row[8]
+        leaf.last, leaf.last_refs = row[3], _tensor_refs(row[4])
+        leaf.finite_count, leaf.exact_sum, leaf.inf_count, leaf.neg_inf_count = row[5], _sum_from_text(row[6]), row[7], row[8]
         leaf.min, leaf.min_step, leaf.max, leaf.max_step = row[9], row[10], row[11], row[12]
-        state.tops.setdefault(path[0], {})[path] = leaf
+        state.leaves_by_key.setdefault(path[0], {})[path] = leaf
         for i in range(1, len(path)):
             state.interior[path[:i]] = state.interior.get(path[:i], 0) + 1
     state.definitions = [
@@ -298,6 +239,4 @@ def state_from_bytes(data: bytes) -> RunState:
     state.name, state.config, state.tags = meta["name"], meta["config"], meta["tags"]
     state.status, state.exit_code = meta["status"], meta["exit_code"]
     state.created, state.updated, state.events = meta["created"], meta["updated"], meta["events"]
-    state.pub_meta = meta_strings(state)
-    state.pub_captured = set()
     return state

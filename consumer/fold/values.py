@@ -1,13 +1,15 @@
-"""Decoded wire values -> the plain values the fold keeps, checked against the limits (SPEC §3, §4 rules 3-5).
+"""Decoded wire values -> the plain values the fold keeps, checked against the limits (RULES.md §3, §4 rules 3-5).
 
 A wire value (docs/ARCHITECTURE.md, "Decoded shapes") is ``None | bool | int | float | str`` or a tuple
 ``("metricfold.Subtree", {"values": ...})`` / ``("metricfold.List", {"items": ...})`` /
-``("metricfold.Tensor", {"kind", "npy"})``. Plain values are JSON values: Subtree -> dict, List -> list,
-Tensor -> a scalar (size 1), a nested list (size <= 32) or the stats dict of ``schemas.tensors`` (larger),
-whose ``.npy`` bytes are collected as a ``TensorBlob`` (content-addressed by SHA-256).
+``("metricfold.Tensor", {"kind", "npy"})`` (``schemas.events`` names them). Plain values are JSON values:
+Subtree -> dict, List -> list, Tensor -> a scalar (size 1), a nested list (size <= 32) or the stats dict of
+``schemas.tensors`` (larger), whose ``.npy`` bytes are collected as a ``TensorBlob`` (content-addressed by
+SHA-256).
 
 Every check raises ``ValidationError`` (or ``LimitExceeded``) naming the key and the limit; the fold turns
-it into a rejected event. Nothing here touches a run's state.
+it into a rejected event. Keys are checked by ``schemas.paths`` without its printable rule (keys sent before
+that rule still fold). Nothing here touches a run's state.
 """
 
 from __future__ import annotations
@@ -20,16 +22,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from consumer.canonical import escape_segment
 from schemas.errors import LimitExceeded, ValidationError
+from schemas.events import LIST, SUBTREE, TENSOR
 from schemas.limits import Limits
+from schemas.paths import check_key, check_path, escape_segment
 from schemas.tensors import TENSOR_KINDS, from_npy, tensor_stats
 
-__all__ = ["TensorBlob", "check_key", "check_path", "is_numeric", "materialize", "split_log_values"]
-
-SUBTREE = "metricfold.Subtree"
-LIST = "metricfold.List"
-TENSOR = "metricfold.Tensor"
+__all__ = ["TensorBlob", "materialize", "split_log_values"]
 
 
 class TensorBlob(NamedTuple):
@@ -38,41 +37,6 @@ class TensorBlob(NamedTuple):
     rel: str
     sha: str
     npy: bytes
-
-
-def is_numeric(value: object) -> bool:
-    """Rule 3: int and float are numeric; bool (an int subclass), str, None, lists and dicts are not."""
-    kind = type(value)
-    return kind is float or kind is int
-
-
-def check_key(key: object, limits: Limits, *, what: str = "key") -> str:
-    """One key segment: a non-empty str of at most ``max_key_length`` characters."""
-    if not isinstance(key, str) or not key:
-        raise ValidationError(f"{what} {key!r} must be a non-empty string", key=str(key))
-    if len(key) > limits.max_key_length:
-        raise LimitExceeded(
-            f"{what} {key[:40]!r}... has {len(key)} characters, more than max_key_length={limits.max_key_length}",
-            key=key[:40],
-            limit="max_key_length",
-            maximum=limits.max_key_length,
-        )
-    return key
-
-
-def check_path(path: tuple[str, ...], limits: Limits) -> None:
-    """A leaf key path: 1..max_key_depth valid segments."""
-    if not path:
-        raise ValidationError("a logged key path is empty")
-    if len(path) > limits.max_key_depth:
-        raise LimitExceeded(
-            f"key path {'.'.join(map(str, path))[:80]!r} is {len(path)} levels deep, "
-            f"more than max_key_depth={limits.max_key_depth}",
-            limit="max_key_depth",
-            maximum=limits.max_key_depth,
-        )
-    for segment in path:
-        check_key(segment, limits)
 
 
 def _too_many(count: int, limits: Limits) -> LimitExceeded:
@@ -90,9 +54,9 @@ def split_log_values(values: Mapping[str, Any], limits: Limits) -> list[tuple[tu
     while stack:
         prefix, mapping = stack.pop()
         for key, value in mapping.items():
-            path = (*prefix, check_key(key, limits))
+            path = (*prefix, check_key(key, limits, printable=False))
             if len(path) > limits.max_key_depth:
-                check_path(path, limits)  # raises LimitExceeded naming max_key_depth
+                check_path(path, limits, printable=False)  # raises LimitExceeded naming max_key_depth
             if type(value) is tuple and value[0] == SUBTREE:
                 stack.append((path, value[1]["values"]))
             else:
@@ -131,7 +95,7 @@ def materialize(value: Any, limits: Limits, blobs: list[TensorBlob], rel: str = 
         return [materialize(item, limits, blobs, f"{rel}.{i}", depth + 1) for i, item in enumerate(datum["items"])]
     if name == SUBTREE:
         return {
-            check_key(k, limits): materialize(v, limits, blobs, f"{rel}.{escape_segment(k)}", depth + 1)
+            check_key(k, limits, printable=False): materialize(v, limits, blobs, f"{rel}.{escape_segment(k)}", depth + 1)
             for k, v in datum["values"].items()
         }
     raise ValidationError(f"unknown value type {name!r} at {rel!r}")
