@@ -237,12 +237,13 @@ def test_a_stalled_rebalance_makes_the_consumer_start_over_with_a_new_client(
     """kafka-python can stop midway through a rebalance and spin without fetching (seen under load). The
     watchdog gives up the client after UNSETTLED_LIMIT_S; the new client folds the rest exactly once."""
     import consumer.kafka_io as kafka_io
+    import consumer.kafka_io.stall_watchdog as stall_watchdog
     from consumer.runner import Consumer
 
     from support import produce_stream
 
     produce_stream(settings, runs=3, events_per_run=300, seed=7)  # at least one record per run: 3 or more
-    monkeypatch.setattr(kafka_io, "UNSETTLED_LIMIT_S", 1.0)
+    monkeypatch.setattr(stall_watchdog, "UNSETTLED_LIMIT_S", 1.0)
     clients: list[kafka_io.GroupConsumer] = []
     real_init = kafka_io.GroupConsumer.__init__
 
@@ -398,13 +399,14 @@ def test_a_consumer_that_dies_before_storing_its_states_is_followed_by_one_that_
 def test_an_idle_consumer_stores_every_fold_state_and_a_busy_one_each_within_state_every_s(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import consumer.consume.run_cache as run_cache
     import consumer.runner as runner
 
     from support import produce_stream
 
     produce_stream(settings, runs=3, events_per_run=200, seed=5)
     _fold_without_storing_states(settings)  # (its own states: lost; the next consumer reads back for them)
-    monkeypatch.setattr(runner, "STATE_EVERY_S", 0.0)  # due at once: stored with the batch that folds them
+    monkeypatch.setattr(run_cache, "STATE_EVERY_S", 0.0)  # due at once: stored with the batch that folds them
     consumer = runner.Consumer(settings)
     try:
         kafka = consumer._connect()
@@ -425,7 +427,7 @@ def test_after_reading_back_the_views_are_diffed_against_what_redis_shows_not_th
 ) -> None:
     """loss 1.0 (state stored), 0.5 (views only, then the consumer dies), 1.0 again: the next consumer folds 0.5
     into the stored state again, and must then write 1.0, although the stored state showed 1.0 too."""
-    import consumer.runner as runner
+    import consumer.consume.run_cache as run_cache
 
     def log(loss: float) -> None:
         run = mf.init(entity="team", project="vision", run_id="r1", settings=settings)
@@ -433,7 +435,7 @@ def test_after_reading_back_the_views_are_diffed_against_what_redis_shows_not_th
         run.finish()
 
     def fold(state_every_s: float) -> None:
-        monkeypatch.setattr(runner, "STATE_EVERY_S", state_every_s)
+        monkeypatch.setattr(run_cache, "STATE_EVERY_S", state_every_s)
         _fold_without_storing_states(settings)  # (except those due with a batch)
 
     log(1.0)

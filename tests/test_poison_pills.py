@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-import consumer.events
-import consumer.runner
+import consumer.consume.batch_fold
+import consumer.fold.handlers
 import consumer.store.calls
 import consumer.store.client
 from consumer.digest import digest_generation
@@ -105,7 +105,7 @@ def test_a_lone_surrogate_in_a_config_sent_by_an_old_sdk_is_refused_by_the_fold(
 @pytest.fixture
 def fold_raises_on_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The fold applies a record holding "poison" to the state, then raises (a bug, half-way through)."""
-    real = consumer.runner.fold_record
+    real = consumer.consume.batch_fold.fold_record
 
     def fold_record(state: Any, record: Any, **kwargs: Any) -> Any:
         refused = real(state, record, **kwargs)
@@ -113,7 +113,7 @@ def fold_raises_on_poison(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             raise RuntimeError("a bug in the fold")
         return refused
 
-    monkeypatch.setattr(consumer.runner, "fold_record", fold_record)
+    monkeypatch.setattr(consumer.consume.batch_fold, "fold_record", fold_record)
     yield
 
 
@@ -130,7 +130,7 @@ def checks_let_surrogates_through(monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         assert isinstance(config, dict)
         return config
 
-    monkeypatch.setattr(consumer.events, "check_config_json", check_config_json)
+    monkeypatch.setattr(consumer.fold.handlers, "check_config_json", check_config_json)
     yield
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-import consumer.kafka_io as kafka_io
+import consumer.kafka_io.stall_watchdog as stall_watchdog
 from consumer.kafka_io import ConsumerStalled, GroupConsumer
 from schemas.settings import Settings
 
@@ -31,7 +31,7 @@ def _poll_for(reader: GroupConsumer, seconds: float) -> int:
 def test_a_client_that_stops_fetching_while_records_wait_is_given_up(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_io, "STALL_CHECK_EVERY_S", 0.5)
+    monkeypatch.setattr(stall_watchdog, "STALL_CHECK_EVERY_S", 0.5)
     producer = KafkaProducer(bootstrap_servers=settings.kafka, acks="all")
     for i in range(20):
         producer.send(settings.topic, key=b"team/vision/r1", value=f"record {i}".encode())
@@ -47,7 +47,7 @@ def test_a_client_that_stops_fetching_while_records_wait_is_given_up(
 
 
 def test_an_idle_client_with_nothing_to_read_is_left_alone(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka_io, "STALL_CHECK_EVERY_S", 0.5)
+    monkeypatch.setattr(stall_watchdog, "STALL_CHECK_EVERY_S", 0.5)
     reader = _reader(settings)
     try:
         assert _poll_for(reader, 3.0) == 0  # no ConsumerStalled: polls return nothing because nothing is there

@@ -30,8 +30,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
+from consumer.consume.run_paths import run_path_of
 from consumer.kafka_io import delete_topics, ensure_topics
-from consumer.runner import run_path_of
 from consumer.store import Store
 from schemas import codec
 from schemas.errors import CodecError, ValidationError

@@ -1,53 +1,31 @@
-"""Prometheus metrics and health answers: the consumer's (`metricfold consume --metrics-port`) and serve's.
-
-The only module on the consumer side that imports prometheus_client. Each consumer process (and each serve app)
-has a CollectorRegistry of its own, not the library's global one, so two in one process (tests) stay apart.
+"""The consumer's metrics and health (`metricfold consume --metrics-port`): ConsumerMetrics.
 
 The consumer's figures come from small calls in consumer/runner.py, made per batch or per event of note (a
 rebalance, a dead letter, an error), never per record; `ConsumerMetrics.tick` runs once per turn of the loop,
 in the loop's thread: it copies the ConsumeReport's counts into the counters and, at most every LAG_EVERY_S,
 asks Kafka for the lag of the assigned partitions (kafka-python is not thread-safe, so the HTTP thread never
-touches the client: it answers from what the last tick left).
-
-    GET /metrics   the Prometheus text format
-    GET /healthz   200 while the loop turns (it went round within ALIVE_WITHIN_S), else 503
-    GET /readyz    200 when partitions are assigned and their lag, measured since the last assignment, is at most
-                   --ready-max-lag records in all; else 503 with {"ready": false, "reason": ...}
+touches the client: it answers from what the last tick left, `health` and `readiness`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from schemas.errors import BrokerUnavailable, ConfigError
 
 if TYPE_CHECKING:
+    from consumer.consume.report import BatchTiming, ConsumeReport
     from consumer.kafka_io import GroupConsumer
-    from consumer.runner import BatchTiming, ConsumeReport
 
-__all__ = [
-    "ALIVE_WITHIN_S",
-    "CONTENT_TYPE",
-    "LAG_EVERY_S",
-    "READY_MAX_LAG",
-    "ConsumerMetrics",
-    "MetricsServer",
-    "ServeMetrics",
-]
+__all__ = ["ALIVE_WITHIN_S", "LAG_EVERY_S", "READY_MAX_LAG", "ConsumerMetrics"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("consumer.metrics")  # the package's lines keep the name they have always had
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: the consume loop counts as alive while it went round within this many seconds (a poll waits 200 ms at most;
 #: Kafka requests time out after 30 s, Redis retries back off up to 10 s)
 ALIVE_WITHIN_S = 60.0
@@ -63,7 +41,6 @@ READY_MAX_LAG = 10_000
 
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-_REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ConsumerMetrics:
@@ -238,98 +215,3 @@ class ConsumerMetrics:
         elif ready and stale:
             ready, reason = False, "the lag has not been measured lately"
         return (200 if ready else 503), {"ready": ready, "reason": reason, **detail}
-
-
-class ServeMetrics:
-    """The request metrics of one `metricfold serve` app (consumer/web/instrument.py feeds them)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        ProcessCollector(registry=r)
-        self.requests = Counter("metricfold_serve_requests", "HTTP requests answered, by route (its template) and "
-                                "status", ["route", "status"], registry=r)
-        self.latency = Histogram("metricfold_serve_request_duration_seconds", "From a request's arrival until its "
-                                 "response headers were sent, by route", ["route"], buckets=_REQUEST_BUCKETS, registry=r)
-        self.streams = Gauge("metricfold_serve_live_streams", "Open live-update streams (server-sent events)", registry=r)
-
-    def answered(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        metrics = self.server.metrics
-        if path == "/metrics":
-            self._send(200, CONTENT_TYPE, generate_latest(metrics.registry))
-        elif path in ("/healthz", "/readyz"):
-            status, body = metrics.health() if path == "/healthz" else metrics.readiness()
-            self._send(status, "application/json", json.dumps(body).encode() + b"\n")
-        else:
-            self._send(404, "application/json", json.dumps(
-                {"error": "not_found", "message": f"no page at {path}: try /metrics, /healthz or /readyz"}).encode() + b"\n")
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.send_header("cache-control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics request: " + format, *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], metrics: ConsumerMetrics) -> None:
-        self.metrics = metrics
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-
-
-class MetricsServer:
-    """/metrics, /healthz and /readyz of *metrics* on host:port (port 0: any free one), in a daemon thread."""
-
-    def __init__(self, metrics: ConsumerMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"--metrics-port must be from 1 to 65535 (or 0 for any free port), got {port}")
-        try:
-            self._server = _Server((host, port), metrics)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve the metrics on {host}:{port}: {exc.strerror or exc} "
-                              "(choose another --metrics-port or --metrics-host)") from None
-        address = self._server.server_address
-        self.host, self.port = str(address[0]), int(address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="metricfold-metrics", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
