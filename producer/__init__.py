@@ -1,4 +1,4 @@
-"""metricfold's trainer SDK (SPEC §2): a W&B script ports by changing the import.
+"""metricfold's trainer SDK (RULES.md §2): a W&B script ports by changing the import.
 
     import producer as mf
 
@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from producer.api import Api, ApiRun, ApiSummary
+from producer.delivery import SendReport, SpoolWarning
 from producer.runs import Run
-from producer.sender import SenderOptions, SendReport, SpoolWarning
+from producer.sender import SenderOptions
 from producer.session import current_run, define_metric, finish, init, log, open_runs
 from producer.spool import SyncReport, sync
 from producer.summaries import Summary

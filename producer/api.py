@@ -1,4 +1,4 @@
-"""``Api``: after a run, edit its summary (SPEC §2): publish SummaryUpdate events for the changed keys only.
+"""``Api``: after a run, edit its summary (RULES.md §2): publish SummaryUpdate events for the changed keys only.
 
 ``Api().run("e/p/r").summary[k] = v``, ``.update({...})`` and ``del .summary[k]`` each publish one
 SummaryUpdate event at once, and wait for Kafka's ack (BrokerUnavailable if it does not come): only the
@@ -9,8 +9,10 @@ Each handle has its own producer id (seq from 0). Reads come from Redis, from th
 as the consumer folded them (eventually consistent: ``metricfold consume --until-caught-up`` waits):
 ``.summary[k]``, ``.summary.get_tensor(k)`` (the exact array), ``.config``, ``.state``, ``.name``,
 ``.tags``, ``.meta``; ``Api().runs("entity/project", order="-acc.best", limit=50)`` lists runs sorted by
-a summary path from the project's sorted sets. A custom *loader* (``path -> {key: value}``) may replace
-the Redis read (for tests or other stores).
+a summary path from the project's sorted sets. Every read goes through the store's public read interface
+(``consumer.store.open_reader``, the one the web page uses), imported on the first read, so ``import producer``
+imports neither the consumer package nor redis. A custom *loader* (``path -> {key: value}``) may replace the
+Redis read (for tests or other stores).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,9 +30,13 @@ from producer.summaries import Summary
 from producer.transport import KafkaTransport
 from schemas.codec import default_codec
 from schemas.errors import BrokerUnavailable, RunNotFound, ValidationError
+from schemas.events import SUMMARY_UPDATE
 from schemas.limits import Limits, parse_run_path
 from schemas.settings import Settings
 from schemas.tensors import from_npy
+
+if TYPE_CHECKING:
+    from consumer.store import StoreReader
 
 __all__ = ["Api", "ApiRun", "ApiSummary", "Loader"]
 
@@ -72,7 +78,7 @@ class _Publisher:
             "set": sets,
             "remove": removes,
         }
-        value = default_codec().encode("metricfold.SummaryUpdate", datum)
+        value = default_codec().encode(SUMMARY_UPDATE, datum)
         self._transport.connect()
         delivery = self._transport.send(self.key, value)
         self._transport.flush(self.timeout_s)
@@ -196,10 +202,8 @@ class ApiRun:
         if sha is None:
             known = sorted(self._data.get("tensors", {}))
             raise KeyError(f"summary[{key!r}] of {self.path} is not a tensor (tensor keys: {known})")
-        from consumer.store import Store
-
-        with Store(self._settings) as store:
-            blob = store.read_blob(self.path, sha, generation=self._data["generation"])
+        with _open_reader(self._settings) as reader:
+            blob = reader.read_blob(self.path, sha, generation=self._data["generation"])
         if blob is None:
             raise RunNotFound(f"the tensor bytes of {self.path} summary[{key!r}] are gone (was the generation replaced?)")
         return from_npy(blob)
@@ -217,11 +221,17 @@ class ApiRun:
         self.close()
 
 
-def _read_run(settings: Settings, path: str) -> dict[str, Any]:
-    from consumer.store import Store
+def _open_reader(settings: Settings) -> StoreReader:
+    """The store's public read interface (the web page's too), imported on first use: ``import producer`` imports
+    neither the consumer package nor redis."""
+    from consumer.store import open_reader
 
-    with Store(settings) as store:
-        return store.read_run(path)
+    return open_reader(settings)
+
+
+def _read_run(settings: Settings, path: str) -> dict[str, Any]:
+    with _open_reader(settings) as reader:
+        return reader.read_run(path)
 
 
 class Api:
@@ -250,8 +260,6 @@ class Api:
         Uses the project's sorted sets, never a scan; a run without a value at the path is not listed. An unknown
         project raises RunNotFound, a path the project has no number at ValidationError (as the web's 404 and 400).
         """
-        from consumer.store import Store
-
         if not isinstance(order, str) or order in ("", "-", "+"):
             raise ValidationError(f"order must be a summary path such as '-acc.best' or 'loss.min', got {order!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 10_000 or not isinstance(offset, int) or offset < 0:
@@ -259,7 +267,10 @@ class Api:
         entity, name, _ = parse_run_path(f"{project}/x")
         descending = order.startswith("-")
         path = order.lstrip("+-")
-        with Store(self.settings) as store:
-            ids, _ = store.list_runs(f"{entity}/{name}", sort=path, descending=descending, limit=limit, offset=offset)
-            paths = [f"{entity}/{name}/{run_id}" for run_id in ids]
-            return [ApiRun(p, self.settings, self.limits, None, self.timeout_s, store.read_run(p)) for p in paths]
+        with _open_reader(self.settings) as reader:
+            page = reader.read_table(
+                f"{entity}/{name}", sort=None if path == "updated" else path, descending=descending, offset=offset,
+                limit=limit,
+            )
+            paths = [f"{entity}/{name}/{row['run_id']}" for row in page.rows]
+            return [ApiRun(p, self.settings, self.limits, None, self.timeout_s, reader.read_run(p)) for p in paths]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.values import PathKey
+from schemas.events import LOG_BLOCK
+from schemas.paths import PathKey
 
 __all__ = ["BATCH_OVERHEAD_BYTES", "EVENT_OVERHEAD_BYTES", "FLOAT_BYTES", "LogBlockBuilder", "PendingBatch"]
 
@@ -86,7 +87,7 @@ class PendingBatch:
 
     def close_block(self) -> None:
         if self.block is not None:
-            self.items.append(("metricfold.LogBlock", self.block.datum()))
+            self.items.append((LOG_BLOCK, self.block.datum()))
             self.block = None
 
     def batch_items(self) -> list[tuple[str, dict[str, Any]]]:

@@ -1,9 +1,9 @@
-"""``Run``: one producer attached to one run (SPEC §2). ``init`` makes one; ``log`` is the hot path.
+"""``Run``: one producer attached to one run (RULES.md §2). ``init`` makes one; ``log`` (producer.run_log) is the hot path.
 
 Every event carries the run path, this Run's producer id (a fresh uuid4 per Run, so several processes
 or ranks writing one run never share one), a seq (0, 1, 2, ... per producer, no gaps) and ts_ms.
 
-Steps (SPEC §4 rule 14): ``log(d, step=s)`` uses s; ``log(d)`` uses this producer's next auto step,
+Steps (RULES.md §4 rule 14): ``log(d, step=s)`` uses s; ``log(d)`` uses this producer's next auto step,
 which is the last step it logged + 1 (starting at 0), as in W&B. So after ``log(d, step=10)`` an auto
 step is 11; after ``log(d, step=3)`` it is 4 again. Steps that go backwards are sent, never dropped.
 """
@@ -12,35 +12,26 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
-from producer.batch import EVENT_OVERHEAD_BYTES, EXTRA_OVERHEAD_BYTES, FLOAT_BYTES
 from producer.definitions import define_metric_datum
-from producer.sender import Sender, SendReport, SpoolWarning
-from producer.summaries import Summary, merge_leaf
-from schemas.errors import LimitExceeded, MetricfoldError, ValidationError
+from producer.delivery import SendReport, SpoolWarning
+from producer.run_log import RunLog
+from producer.sender import Sender
+from producer.summaries import Summary
+from schemas.errors import MetricfoldError, ValidationError
+from schemas.events import DEFINE_METRIC, RUN_FINISHED, RUN_STARTED, SUMMARY_UPDATE
 from schemas.limits import Limits
 from schemas.names import run_name
-from schemas.values import INT64_MAX, Converter, PathKey
 
 __all__ = ["Run"]
 
 _time_ns = time.time_ns
 
 
-def _check_step(step: object) -> int:
-    if isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_)):
-        value = int(step)
-        if 0 <= value <= INT64_MAX:
-            return value
-    raise ValidationError(f"step must be a whole number from 0 to 2**63-1, got {step!r}", key="step", value=step)
-
-
-class Run:
+class Run(RunLog):
     """An open run of this process. Use ``producer.init(...)`` rather than building one directly."""
 
     def __init__(
@@ -83,7 +74,7 @@ class Run:
         self._target_bytes = sender.options.target_batch_bytes
         self._record_limit = sender.record_limit
         self._event(
-            "metricfold.RunStarted", {"name": name, "config_json": config_json, "tags": tags}, 256 + len(config_json)
+            RUN_STARTED, {"name": name, "config_json": config_json, "tags": tags}, 256 + len(config_json)
         )
 
     def __repr__(self) -> str:
@@ -97,127 +88,6 @@ class Run:
     def step(self) -> int:
         """The step the next ``log()`` without ``step=`` will use."""
         return self._next_step
-
-    def _closed_error(self) -> MetricfoldError:
-        return MetricfoldError(f"run {self.path} is finished: call producer.init() to start another")
-
-    # -- log: the hot path -----------------------------------------------------------------------------
-
-    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
-        """Log a dict of values at *step* (default: this producer's next auto step). Never waits on the
-        network; validates everything first and sends nothing if any key or value is refused."""
-        if self._finished:
-            raise self._closed_error()
-        if type(data) is dict and len(data) <= self._max_values:
-            max_len = self._max_key_length
-            for k, v in data.items():
-                if type(v) is not float or type(k) is not str or not 0 < len(k) <= max_len:
-                    break
-                if not k.isascii() or not k.isprintable():  # other keys: checked in full (check_label)
-                    break
-            else:
-                self._log_floats(data, step)
-                return
-        self._log_general(data, step)
-
-    def _log_floats(self, data: dict[str, float], step: int | None) -> None:
-        """Fast path: a flat dict of str keys and float values goes straight into the LogBlock columns."""
-        if step is not None:
-            step = _check_step(step)
-        sender = self._sender
-        with sender.lock:
-            if self._finished:
-                raise self._closed_error()
-            seq = self._seq
-            self._seq = seq + 1
-            if step is None:
-                step = self._next_step
-            self._next_step = step + 1
-            pending = sender.pending
-            block = pending.block
-            if block is None:
-                if pending.events == 0:
-                    sender.started_locked()
-                block = pending.open_block(seq)
-            block.steps.append(step)
-            block.ts_ms.append(_time_ns() // 1_000_000)
-            block.counts.append(len(data))
-            index = block.index
-            path_idx = block.path_idx
-            added = EVENT_OVERHEAD_BYTES + FLOAT_BYTES * len(data)
-            for k in data:
-                i = index.get(k)
-                if i is None:
-                    i, extra = block.path_index(k)
-                    added += extra
-                path_idx.append(i)
-            block.values.extend(data.values())
-            pending.events += 1
-            pending.seq_end = seq + 1
-            pending.nbytes += added
-            summary = self.summary
-            summary._last.update(data)
-            if summary._hidden:
-                summary._hidden.difference_update(data)
-            if pending.nbytes >= self._target_bytes or len(block.steps) >= self._max_batch_events:
-                sender.seal_locked()
-
-    def _log_general(self, data: Mapping[str, Any], step: int | None) -> None:
-        converter = Converter(self.limits)
-        floats: list[tuple[PathKey, float]] = []
-        extras: list[tuple[PathKey, Any]] = []
-        converter.log_leaves(data, floats, extras)
-        if step is not None:
-            step = _check_step(step)
-        nbytes = EVENT_OVERHEAD_BYTES + converter.nbytes + 6 * len(floats) + EXTRA_OVERHEAD_BYTES * len(extras)
-        self._check_record_size(nbytes)
-        sender = self._sender
-        with sender.lock:
-            if self._finished:
-                raise self._closed_error()
-            pending = sender.pending
-            if pending.nbytes + nbytes > self._record_limit:
-                sender.seal_locked()
-                pending = sender.pending
-            seq = self._seq
-            self._seq = seq + 1
-            if step is None:
-                step = self._next_step
-            self._next_step = step + 1
-            block = pending.block
-            if block is None:
-                if pending.events == 0:
-                    sender.started_locked()
-                block = pending.open_block(seq)
-            event = len(block.steps)
-            block.steps.append(step)
-            block.ts_ms.append(_time_ns() // 1_000_000)
-            block.counts.append(len(floats))
-            last, hidden = self.summary._last, self.summary._hidden
-            for path, value in floats:
-                block.path_idx.append(block.path_index(path)[0])
-                block.values.append(value)
-                merge_leaf(last, path, value)
-            for path, wire in extras:
-                block.extras.append({"event": event, "path": block.path_index(path)[0], "value": wire})
-                if wire is not None:
-                    merge_leaf(last, path, wire)
-            if hidden:
-                hidden.difference_update(p if isinstance(p, str) else p[0] for p, _ in floats + extras)
-            pending.events += 1
-            pending.seq_end = seq + 1
-            pending.nbytes += nbytes
-            if pending.nbytes >= self._target_bytes or len(block.steps) >= self._max_batch_events:
-                sender.seal_locked()
-
-    def _check_record_size(self, nbytes: int) -> None:
-        if nbytes > self._record_limit:
-            raise LimitExceeded(
-                f"one event of run {self.path} would take about {nbytes} bytes, more than one Kafka record holds "
-                f"({self._record_limit}); split it into several calls or raise max_tensor_bytes",
-                limit="kafka_max_record_bytes",
-                maximum=self._record_limit,
-            )
 
     # -- other events ----------------------------------------------------------------------------------
 
@@ -242,7 +112,7 @@ class Run:
                 sender.seal_locked()
 
     def _summary_update(self, sets: dict[str, Any], removes: list[str], nbytes: int) -> None:
-        self._event("metricfold.SummaryUpdate", {"set": sets, "remove": removes}, nbytes)
+        self._event(SUMMARY_UPDATE, {"set": sets, "remove": removes}, nbytes)
 
     def define_metric(
         self,
@@ -269,7 +139,7 @@ class Run:
             overwrite=overwrite,
             limits=self.limits,
         )
-        self._event("metricfold.DefineMetric", fields, 512 + 4 * len(fields["name"]))
+        self._event(DEFINE_METRIC, fields, 512 + 4 * len(fields["name"]))
 
     # -- finishing -------------------------------------------------------------------------------------
 
@@ -279,7 +149,7 @@ class Run:
             return
         if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not -(2**31) <= exit_code < 2**31:
             raise ValidationError(f"exit_code must be a 32-bit int, got {exit_code!r}", value=exit_code)
-        self._event("metricfold.RunFinished", {"exit_code": exit_code}, 128)
+        self._event(RUN_FINISHED, {"exit_code": exit_code}, 128)
         with self._sender.lock:
             self._finished = True
         self.report = report = self._sender.close()

@@ -27,11 +27,11 @@ from typing import Any
 
 from producer.runs import Run
 from producer.sender import Sender, SenderOptions
-from producer.spool import default_spool_dir
+from producer.spool_file import default_spool_dir
 from schemas.errors import MetricfoldError, ValidationError
 from schemas.limits import Limits, check_run_part
+from schemas.run_fields import check_run_name, check_tags, config_json
 from schemas.settings import Settings
-from schemas.values import check_run_name, check_tags, config_json
 
 __all__ = ["current_run", "define_metric", "finish", "init", "log", "open_runs"]
 

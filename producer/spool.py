@@ -1,9 +1,4 @@
-"""The offline spool: records that could not (or were not meant to) reach Kafka, kept in a local file.
-
-One spool file per producer (per open run per process), ``<run_id>-<producer_id>.spool.avro``: an Avro
-object container file of ``{key: string, value: bytes}`` records, where ``value`` is exactly the
-single-object encoded record that would have been sent. It is append-only; each append is flushed to
-the OS, and the file is fsynced when the run finishes.
+"""Publishing the offline spool: the spool files (producer.spool_file) of runs that could not reach Kafka.
 
 ``sync(directory, settings)`` publishes every spool file under *directory* and, once Kafka acknowledged a
 file's records, writes ``<file>.synced``: ``{"records": N}``, the first N records were handled (published, or
@@ -17,110 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from pathlib import Path
-from typing import IO, Any
 
-from fastavro import parse_schema, reader
-from fastavro.write import Writer
-
+from producer.spool_file import SPOOL_SUFFIX, SkipFile, read_container
 from producer.spoolcheck import check_record
 from producer.transport import KafkaTransport
-from schemas.errors import BrokerUnavailable, CodecError, ConfigError, MetricfoldError
+from schemas.errors import BrokerUnavailable, ConfigError, MetricfoldError
 from schemas.limits import Limits
 from schemas.settings import Settings
 
-__all__ = ["SPOOL_SUFFIX", "FileSync", "SpoolWriter", "SyncReport", "default_spool_dir", "read_spool", "sync"]
-
-log = logging.getLogger("metricfold.producer")
-
-SPOOL_SUFFIX = ".spool.avro"
-_SCHEMA_JSON: dict[str, Any] = {
-    "type": "record",
-    "name": "metricfold.SpoolRecord",
-    "fields": [{"name": "key", "type": "string"}, {"name": "value", "type": "bytes"}],
-}
-_SCHEMA = parse_schema(_SCHEMA_JSON)
-
-
-def default_spool_dir() -> Path:
-    """``METRICFOLD_SPOOL_DIR`` or ``./metricfold-spool``."""
-    return Path(os.environ.get("METRICFOLD_SPOOL_DIR") or "metricfold-spool")
-
-
-class SpoolWriter:
-    """Appends records to one spool file, creating it (and its directory) on first use."""
-
-    def __init__(self, directory: Path, run_path: str, producer_id: str) -> None:
-        run_id = run_path.rsplit("/", 1)[-1]
-        self.path = Path(directory) / f"{run_id}-{producer_id}{SPOOL_SUFFIX}"
-        self.run_path = run_path
-        self.producer_id = producer_id
-        self.records = 0
-        self._file: IO[bytes] | None = None
-        self._writer: Writer | None = None
-
-    def append(self, key: str, value: bytes) -> None:
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open for the run's lifetime
-            metadata = {"metricfold.run_path": self.run_path, "metricfold.producer_id": self.producer_id}
-            self._writer = Writer(self._file, _SCHEMA, metadata=metadata)
-        assert self._file is not None
-        self._writer.write({"key": key, "value": value})
-        self._writer.flush()
-        self._file.flush()
-        self.records += 1
-
-    def close(self) -> None:
-        """Flush, fsync and close the file (no-op if nothing was spooled)."""
-        if self._writer is not None and self._file is not None:
-            self._writer.flush()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._writer = None
-            self._file = None
-
-
-def read_spool(path: Path) -> list[tuple[str, bytes]]:
-    """Every complete record of a spool file, in order (a torn last block of a live file is left out, with a
-    warning). Raises CodecError if the file is not a spool file."""
-    try:
-        records, torn = _read_container(path)
-    except _Skip as exc:
-        raise CodecError(f"{path}: {exc}") from None
-    if torn:
-        log.warning("metricfold: spool file %s: %s; read %d records", path, torn, len(records))
-    return records
-
-
-class _Skip(Exception):
-    """A file sync does not send at all (the message says why)."""
-
-
-def _read_container(path: Path) -> tuple[list[tuple[str, bytes]], str | None]:
-    """The complete records of a spool file, and why it ends early (an incomplete last block) or None.
-    Raises _Skip if the file is not a spool file: not an Avro container, or one of other records."""
-    out: list[tuple[str, bytes]] = []
-    with open(path, "rb") as fo:
-        try:
-            container = reader(fo)
-        except Exception as exc:  # any bytes: fastavro raises ValueError, EOFError, ... on them
-            raise _Skip(f"not a spool file: not an Avro container file ({exc})") from None
-        if container.writer_schema != _SCHEMA_JSON:
-            named = container.writer_schema.get("name") if isinstance(container.writer_schema, dict) else None
-            raise _Skip(f"not a spool file: an Avro file of {named or 'other'!r:.80} records, not {_SCHEMA_JSON['name']}")
-        try:
-            for record in container:
-                assert isinstance(record, dict)
-                out.append((record["key"], record["value"]))
-        except Exception as exc:  # a torn or corrupt block: keep what came before it
-            return out, (f"the file ends in an incomplete or corrupt block after record {len(out)} ({exc}): a run "
-                         "still writing it, or a torn write")
-    return out, None
-
+__all__ = ["FileSync", "SyncReport", "sync"]
 
 #: FileSync.status: what sync did with a file. Only SENT and UP_TO_DATE are success (`metricfold sync` exits 0).
 SENT, UP_TO_DATE, REFUSED, PARTIAL, NOT_SENT, SKIPPED = "sent", "up to date", "refused", "partial", "not sent", "skipped"
@@ -182,14 +84,14 @@ def _marker(path: Path) -> Path:
 
 def _read_marker(path: Path, total: int) -> tuple[int, list[int]]:
     """``<file>.synced``: how many of the first records an earlier sync handled (published or refused), and which of
-    those it refused; (0, []) without a marker. Raises _Skip for a marker sync did not write."""
+    those it refused; (0, []) without a marker. Raises SkipFile for a marker sync did not write."""
     marker = _marker(path)
     try:
         text = marker.read_text(encoding="utf-8")
     except FileNotFoundError:
         return 0, []
     except (OSError, UnicodeDecodeError) as exc:
-        raise _Skip(f"cannot read its marker {marker.name}: {exc}") from None
+        raise SkipFile(f"cannot read its marker {marker.name}: {exc}") from None
     try:
         data = json.loads(text)
     except ValueError:
@@ -198,12 +100,12 @@ def _read_marker(path: Path, total: int) -> tuple[int, list[int]]:
     refused = data.get("refused", []) if isinstance(data, dict) else None
     if type(records) is not int or records < 0 or not isinstance(refused, list) \
             or any(type(i) is not int or not 0 <= i < records for i in refused):
-        raise _Skip(
+        raise SkipFile(
             f"its marker {marker.name} is not one sync writes ({text[:60]!r}; it holds {{\"records\": N}}, N >= 0): "
             "delete it to send the whole file again (the consumer ignores events it already has)"
         )
     if records > total:
-        raise _Skip(
+        raise SkipFile(
             f"its marker {marker.name} says {records} records were sent, but the file holds {total}: the marker of "
             "another file? delete it to send the whole file again (the consumer ignores events it already has)"
         )
@@ -259,11 +161,11 @@ class _Kafka:
 def _sync_file(result: FileSync, kafka: _Kafka, limits: Limits) -> None:
     path = result.path
     if not path.is_file():
-        raise _Skip("a directory, not a spool file" if path.is_dir() else "not a regular file")
+        raise SkipFile("a directory, not a spool file" if path.is_dir() else "not a regular file")
     if path.stat().st_size == 0:
         result.reason = "an empty file: nothing to send"
         return
-    records, torn = _read_container(path)
+    records, torn = read_container(path)
     done, refused_before = _read_marker(path, len(records))
     todo = [*refused_before, *range(done, len(records))]
     result.already = done - len(refused_before)
@@ -329,7 +231,7 @@ def sync(directory: Path | str, settings: Settings, *, limits: Limits | None = N
             report.results.append(result)
             try:
                 _sync_file(result, kafka, limits)
-            except _Skip as exc:
+            except SkipFile as exc:
                 result.status, result.reason = SKIPPED, str(exc)
             except OSError as exc:
                 result.status, result.reason = SKIPPED, f"cannot read it: {exc.strerror or exc}"

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import producer as mf
-from producer.spool import read_spool
+from producer.spool_file import read_spool
 from schemas.codec import decode
 from schemas.errors import MetricfoldError
 from schemas.limits import Limits

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import producer as mf
-from producer.spool import read_spool
+from producer.spool_file import read_spool
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration

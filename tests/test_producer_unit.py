@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import producer as mf
-from producer.spool import read_spool
+from producer.spool_file import read_spool
 from schemas.codec import decode
 from schemas.errors import LimitExceeded, MetricfoldError, ValidationError
 from schemas.limits import Limits

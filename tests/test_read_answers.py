@@ -20,7 +20,7 @@ from test_producer_unit import flatten
 
 import producer as mf
 from consumer.web.server import ServerThread
-from producer.spool import read_spool
+from producer.spool_file import read_spool
 from schemas.codec import decode
 from schemas.errors import RunNotFound, ValidationError
 from schemas.names import ADJECTIVES, NOUNS, run_name

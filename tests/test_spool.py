@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema, writer
 
-from producer.spool import SpoolWriter, read_spool, sync
+from producer.spool import sync
+from producer.spool_file import SpoolWriter, read_spool
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import producer as mf
-from producer.spool import SpoolWriter, read_spool, sync
+from producer.spool import sync
+from producer.spool_file import SpoolWriter, read_spool
 from schemas.codec import default_codec
 from schemas.limits import Limits
 from schemas.settings import Settings

@@ -7,6 +7,7 @@
     calls.py        a batch's run writes (RunWrite) as one `apply_runs` call per project (KEYS declared)
     nodes.py        sending calls to the node of their slot (standalone: the one server), WAIT for replicas
     reader.py       the reads of the CLI, Api() and the web page (TablePage)
+    reads.py        the public read interface (StoreReader) that Api() and the web page use, from open_reader()
     changefeed.py   the live pages' pub/sub notices
     scripts.py      the Lua scripts and the read functions' library, from lua/*.lua
 
@@ -27,13 +28,14 @@ from consumer.store.client import redis_client
 from consumer.store.keys import Keys
 from consumer.store.nodes import Nodes
 from consumer.store.reader import Reader, TablePage
+from consumer.store.reads import StoreReader
 from consumer.store.scripts import APPLY_RUNS, CHECKPOINT, READ_LIBRARY
 from consumer.store.writer import APPLIED, CONFLICT, MOVED, SKIPPED, StoredRun, Writer
 from schemas.settings import Settings
 
 __all__ = [
     "APPLIED", "CONFLICT", "MOVED", "RUNS_PER_CALL", "SKIPPED",
-    "ChangeFeed", "Keys", "RunWrite", "Store", "StoredRun", "TablePage", "redis_client",
+    "ChangeFeed", "Keys", "RunWrite", "Store", "StoreReader", "StoredRun", "TablePage", "open_reader", "redis_client",
 ]
 
 
@@ -62,3 +64,8 @@ class Store(Writer, Reader):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_reader(settings: Settings) -> StoreReader:
+    """The store's public read interface over *settings*' namespace, for `producer.Api` and the web page."""
+    return Store(settings)

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from consumer.metrics import CONTENT_TYPE, ServeMetrics
-from consumer.store import ChangeFeed, Store
+from consumer.store import ChangeFeed, StoreReader, open_reader
 from consumer.web import pages
 from consumer.web.assets import APP_CSS, APP_JS
 from consumer.web.data import json_safe, project_list, run_document, runs_table
@@ -43,8 +43,8 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(json_safe(data), status_code=status)
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
+def _store(request: Request) -> StoreReader:
+    store: StoreReader = request.app.state.store
     return store
 
 
@@ -197,7 +197,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.store = Store(settings)
+        app.state.store = open_reader(settings)
         app.state.feed = ChangeFeed(settings)
         try:
             yield

@@ -1,4 +1,4 @@
-"""What the pages and the JSON API show, read through the Store (read-only), as plain JSON-able dicts."""
+"""What the pages and the JSON API show, read through the store's public read interface, as plain JSON-able dicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from consumer.store import Store
+from consumer.store import StoreReader
 from consumer.web.params import BadRequest, TableQuery
 
 __all__ = ["DEFAULT_COLUMNS", "json_safe", "project_list", "run_document", "runs_table", "tensor_url"]
@@ -43,7 +43,7 @@ def _default_columns(paths: list[str], sort: str | None) -> list[str]:
     return chosen + ranked[: max(0, DEFAULT_COLUMNS - len(chosen))]
 
 
-def runs_table(store: Store, project: str, query: TableQuery) -> dict[str, Any]:
+def runs_table(store: StoreReader, project: str, query: TableQuery) -> dict[str, Any]:
     """One page of the runs table: at most two round trips (a second one only to read the default columns)."""
     columns = list(query.columns) or ([query.sort] if query.sort else [])
     try:
@@ -82,7 +82,7 @@ def tensor_url(run_path: str, path: str) -> str:
     return f"/api/runs/{quote(run_path)}/tensor?{urlencode({'path': path})}"
 
 
-def run_document(store: Store, run_path: str) -> dict[str, Any]:
+def run_document(store: StoreReader, run_path: str) -> dict[str, Any]:
     """Everything about one run (one atomic read): meta, config, tags, summary (nested), flat view, tensors."""
     run = store.read_run(run_path)
     meta = run["meta"]
@@ -108,7 +108,7 @@ def run_document(store: Store, run_path: str) -> dict[str, Any]:
     }
 
 
-def project_list(store: Store) -> dict[str, Any]:
+def project_list(store: StoreReader) -> dict[str, Any]:
     generation, projects, stats = store.read_projects()
     return {
         "namespace": store.settings.namespace,
