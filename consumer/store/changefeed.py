@@ -242,4 +242,4 @@ class ChangeFeed:
             self._stop(StoreUnavailable("live updates failed (see the server log)"))
         finally:
             if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis-py
