@@ -1,4 +1,4 @@
-"""End to end through the real broker and Redis: the SDK logs, the consumer folds, Redis shows the rules of SPEC §4."""
+"""End to end through the real broker and Redis: the SDK logs, the consumer folds, Redis shows the rules of RULES.md §4."""
 
 from __future__ import annotations
 
