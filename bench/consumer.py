@@ -59,6 +59,7 @@ sys.path.insert(1, str(REPO / "bench"))
 from prefill import prefill  # noqa: E402
 
 from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
+from schemas.events import BATCH, LOG_BLOCK  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 
 FLOATS_PER_EVENT = 4
@@ -136,10 +137,10 @@ def role_naive(settings: Settings, max_events: int) -> dict[str, float]:
         for batch in polled.values():
             for record in batch:
                 name, datum = codec.decode(record.value)
-                items = datum["items"] if name == "metricfold.Batch" else [(name, datum)]
+                items = datum["items"] if name == BATCH else [(name, datum)]
                 key = f"{settings.namespace}:naive:{datum['entity']}/{datum['project']}/{datum['run_id']}"
                 for kind, item in items:
-                    if kind == "metricfold.LogBlock":
+                    if kind == LOG_BLOCK:
                         position = 0
                         for count in item["counts"]:
                             fields: dict[Any, str] = {  # (redis-py's Mapping wants its own key type)
