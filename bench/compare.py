@@ -5,7 +5,8 @@
 For a change that must not cost speed (a refactor): checks REV out in a temporary git worktree, then runs each
 benchmark alternately from the base tree and from this one (base, this, base, this, ... --rounds times each),
 each from its own tree's bench/ script so that it runs that tree's code, and prints one table: per figure the
-median of the base runs, of this tree's runs, and the change (for a time, lower is better; for a rate, higher).
+median of the base runs, of this tree's runs, the change (for a time, lower is better; for a rate, higher), and
+each round's pair, so that noise shows.
 Alternating in one run is the point: absolute figures drift on a shared machine, a side-by-side pair does not.
 The last line is one JSON object with every figure, for a note or a report.
 
@@ -93,12 +94,15 @@ def main() -> int:
     summary: dict[str, Any] = {"base": args.base, "rounds": args.rounds}
     for name in chosen:
         for figure, higher in BENCHES[name][1].items():
-            base = statistics.median(r[figure] for r in results[name]["base"])
-            this = statistics.median(r[figure] for r in results[name]["this"])
-            rows.append((f"{name} {figure}", f"{base:,.1f}", f"{this:,.1f}", change(base, this, higher)))
-            summary[f"{name}.{figure}"] = {"base": base, "this": this}
-    widths = [max(len(row[i]) for row in [("figure", "base", "this tree", "change"), *rows]) for i in range(4)]
-    for row in [("figure", "base", "this tree", "change"), *rows]:
+            base_runs = [r[figure] for r in results[name]["base"]]
+            this_runs = [r[figure] for r in results[name]["this"]]
+            base, this = statistics.median(base_runs), statistics.median(this_runs)
+            rows.append((f"{name} {figure}", f"{base:,.1f}", f"{this:,.1f}", change(base, this, higher),
+                         " / ".join(f"{b:,.1f} : {t:,.1f}" for b, t in zip(base_runs, this_runs, strict=True))))
+            summary[f"{name}.{figure}"] = {"base": base, "this": this, "runs": [base_runs, this_runs]}
+    header = ("figure", "base", "this tree", "change", "each round (base : this)")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     print(json.dumps(summary))
     return 0
