@@ -1,5 +1,5 @@
-"""Checks and normalisation of define_metric's arguments (RULES.md §4 rules 9, 12, 13; the options themselves are
-``schemas.summary_options``)."""
+"""Checks and normalisation of define_metric's arguments (RULES.md §4 rules 9, 12, 13, 20; the options and
+``at_best`` themselves are ``schemas.summary_options``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from typing import Any
 
 from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
-from schemas.summary_options import SUMMARY_OPTIONS, check_best_has_objective, objective_of, summary_options_in
+from schemas.summary_options import (
+    SUMMARY_OPTIONS,
+    check_at_best,
+    check_best_has_objective,
+    objective_of,
+    summary_options_in,
+)
 from schemas.text import check_label
 
 __all__ = ["define_metric_datum", "normalize_objective", "normalize_summary"]
@@ -72,12 +78,14 @@ def define_metric_datum(
     goal: str | None,
     overwrite: object,
     limits: Limits,
+    at_best: object = None,
 ) -> dict[str, Any]:
     """The DefineMetric fields after the envelope, checked; raises ValidationError before anything is sent."""
     checked_name = _check_name("name", name, limits)
     options = normalize_summary(summary)
     checked_objective = normalize_objective(objective, goal)
     check_best_has_objective(checked_name, options, checked_objective)
+    checked_at_best = check_at_best(checked_name, at_best, options, limits)
     if step_metric is not None:
         step_metric = _check_name("step_metric", step_metric, limits)
     if not isinstance(hidden, bool) or not isinstance(overwrite, bool):
@@ -89,4 +97,5 @@ def define_metric_datum(
         "step_metric": step_metric,
         "hidden": hidden,
         "overwrite": overwrite,
+        "at_best": list(checked_at_best),
     }

@@ -125,10 +125,14 @@ class Run(RunLog):
         objective: str | None = None,
         goal: str | None = None,
         overwrite: bool = False,
+        at_best: str | list[str] | tuple[str, ...] | None = None,
     ) -> None:
         """Define how *name* (a display path; '*' globs) is summarised: ``summary="min,max"`` or a list of
         min, max, mean, first, last, best, none; ``best`` needs ``objective`` (or W&B's ``goal``)
-        "minimize" | "maximize". ``step_sync`` is accepted for W&B compatibility and has no effect."""
+        "minimize" | "maximize". ``at_best`` (with ``best``): names or globs of the keys whose values this
+        producer logged at the best step are shown beside it, e.g. ``define_metric("val/acc", summary="best",
+        objective="maximize", at_best=["val/loss", "val/f1"])`` (RULES.md §4 rule 20). ``step_sync`` is
+        accepted for W&B compatibility and has no effect."""
         fields = define_metric_datum(
             name,
             step_metric=step_metric,
@@ -138,8 +142,9 @@ class Run(RunLog):
             goal=goal,
             overwrite=overwrite,
             limits=self.limits,
+            at_best=at_best,
         )
-        self._event(DEFINE_METRIC, fields, 512 + 4 * len(fields["name"]))
+        self._event(DEFINE_METRIC, fields, 512 + 4 * (len(fields["name"]) + sum(map(len, fields["at_best"]))))
 
     # -- finishing -------------------------------------------------------------------------------------
 

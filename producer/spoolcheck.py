@@ -119,6 +119,7 @@ def _check_event(name: str, datum: Mapping[str, Any], limits: Limits) -> int:
         define_metric_datum(
             datum["name"], step_metric=datum["step_metric"], hidden=datum["hidden"], summary=datum["summary"],
             objective=datum["objective"], goal=None, overwrite=datum["overwrite"], limits=limits,
+            at_best=datum.get("at_best"),
         )
     elif name != RUN_FINISHED:
         raise ValidationError(f"a {name} is not an event the SDK sends in a batch")

@@ -57,7 +57,7 @@ def golden() -> list[dict[str, Any]]:
     return corpus
 
 
-@pytest.mark.parametrize("entry", golden(), ids=lambda e: e["name"])
+@pytest.mark.parametrize("entry", golden(), ids=lambda e: e["file"])
 def test_golden_corpus_decodes_to_what_was_encoded(entry: dict[str, Any]) -> None:
     data = (GOLDEN / entry["file"]).read_bytes()
     name, datum = decode(data)
@@ -165,8 +165,9 @@ def test_schema_files_must_be_named_by_full_name(tmp_path: Path) -> None:
         Codec(tmp_path)
 
 
-@pytest.mark.parametrize("entry", golden(), ids=lambda e: e["name"])
+@pytest.mark.parametrize("entry", [e for e in golden() if not e.get("history")], ids=lambda e: e["name"])
 def test_encoding_the_decoded_datum_gives_the_same_bytes(entry: dict[str, Any]) -> None:
+    """The current schemas' bytes (history entries were written by older schemas: they only decode)."""
     data = (GOLDEN / entry["file"]).read_bytes()
     name, datum = decode(data)
     assert encode(name, datum) == data

@@ -6,8 +6,8 @@
 - the changes handed out by take_changes, applied to a store, rebuild exactly the views of the state.
 
 Streams mix several producers, NaN/inf/-0.0/subnormals, ints, bools, strings, lists, tensors, nested
-keys, keys that clash under rule 2, definitions with globs arriving late, overrides and removals, invalid
-events and resends of earlier events.
+keys, keys that clash under rule 2, definitions with globs arriving late (some with ``at_best``, rule 20), overrides
+and removals, invalid events and resends of earlier events.
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def event(draw: st.DrawFn) -> tuple[str, Any]:
     if kind == "define":
         options = draw(st.none() | st.lists(st.sampled_from(OPTIONS), min_size=1, max_size=3))
         objective = draw(st.sampled_from([None, "minimize", "maximize"]))
-        return kind, (draw(st.sampled_from(NAMES)), options, objective, draw(st.booleans()))
+        at_best = draw(st.just([]) | st.lists(st.sampled_from(NAMES), min_size=1, max_size=2))  # rule 20
+        if at_best and draw(st.integers(0, 3)):  # mostly valid: with best and an objective
+            options, objective = [*(options or []), "best"], objective or "maximize"
+        return kind, (draw(st.sampled_from(NAMES)), options, objective, draw(st.booleans()), at_best)
     if kind == "update":
         sets = draw(st.dictionaries(st.sampled_from(TOPS), st.one_of(values, log_values()), max_size=2))
         return kind, (sets, draw(st.lists(st.sampled_from(TOPS), max_size=2)))
@@ -110,8 +113,11 @@ def _record(kind: str, payload: Any, producer: str, seq: int, ts: int) -> Record
     if kind == "log":
         return log(payload[0], step=payload[1], **env)
     if kind == "define":
-        name, options, objective, overwrite = payload
-        return define(name, options, objective=objective, overwrite=overwrite, **env)
+        name, options, objective, overwrite, at_best = payload
+        record = define(name, options, objective=objective, overwrite=overwrite, **env)
+        if at_best:
+            record[1]["at_best"] = at_best
+        return record
     if kind == "update":
         return update(payload[0], payload[1], **env)
     if kind == "started":
@@ -128,9 +134,15 @@ def _record(kind: str, payload: Any, producer: str, seq: int, ts: int) -> Record
 
 @st.composite
 def streams(draw: st.DrawFn) -> list[Record]:
-    """Events of several producers in one order, with resends of earlier events mixed in."""
+    """Events of several producers in one order, with resends of earlier events mixed in; a third start with a
+    definition whose best shows values at its step (rule 20)."""
     seqs = dict.fromkeys(PRODUCERS, 0)
     records: list[Record] = []
+    if draw(st.integers(0, 2)) == 0:
+        payload = (draw(st.sampled_from(["*", "a*", *NAMES])), ["best"], draw(st.sampled_from(["minimize", "maximize"])),
+                   False, draw(st.lists(st.sampled_from(["*", "a*", *NAMES]), min_size=1, max_size=2)))
+        records.append(_record("define", payload, "p1", 0, 1_000))
+        seqs["p1"] = 1
     for i, (kind, payload) in enumerate(draw(st.lists(event(), min_size=1, max_size=40))):
         producer = draw(st.sampled_from(PRODUCERS))
         records.append(_record(kind, payload, producer, seqs[producer], 1_000 + draw(st.integers(0, 50)) + i))

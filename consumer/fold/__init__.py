@@ -17,6 +17,7 @@ Which file to open (a record goes down this list; nothing imports upwards):
 - state.py: ``RunState``, ``new_run_state``, dedup memory, ``Rejected``, the canonical bytes.
 - tracking.py: the change tracker each state carries: which keys changed, the views handed out.
 - aggregates.py: a leaf's and a block's aggregates, and what each summary option shows (``OPTION_VIEWS``).
+- at_best.py: rule 20, the values shown at a best's step (per producer stretches, per leaf snapshots).
 - exact_sums.py, values.py (wire values -> plain values), definitions.py (``define_metric``), canonical.py.
 - merge.py: merging consecutive LogBlock records before folding (a speed-up; same state).
 

@@ -1,4 +1,4 @@
-"""Metric definitions (``define_metric``, RULES.md §4 rules 9, 12, 13): parsing, merging, glob resolution.
+"""Metric definitions (``define_metric``, RULES.md §4 rules 9, 12, 13, 20): parsing, merging, glob resolution.
 
 A definition's name is a display path (``.`` separates levels, ``\\.`` is a literal dot) in which every
 ``*`` matches any run of characters, ``.`` included. Resolution for a leaf's display path:
@@ -10,9 +10,10 @@ A definition's name is a display path (``.`` separates levels, ``\\.`` is a lite
 
 Merging (rule 13): ``overwrite=True`` replaces the earlier definition of the same name. ``overwrite=False``
 combines: options are the union, except that ``none`` resets them (the key is absent); objective and
-step_metric keep the earlier value unless given; hidden is sticky. A definition whose options include
-``none`` and others is ``none``. ``summary=None`` (or an empty list) means options were not given. Which
-options and objectives exist, and how they are spelled: ``schemas.summary_options``.
+step_metric keep the earlier value unless given; hidden is sticky; ``at_best`` names are united (earlier ones
+first). A definition whose options include ``none`` and others is ``none``. ``summary=None`` (or an empty
+list) means options were not given. Which options and objectives exist, and how they are spelled:
+``schemas.summary_options``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 
 from schemas.errors import ValidationError
 from schemas.limits import Limits
-from schemas.summary_options import check_best_has_objective, objective_of, summary_options_in
+from schemas.summary_options import check_at_best, check_best_has_objective, objective_of, summary_options_in
 
-__all__ = ["Definition", "Resolver", "merge_definition", "parse_definition"]
+__all__ = ["Definition", "Resolver", "glob_pattern", "merge_definition", "parse_definition"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +39,19 @@ class Definition:
     objective: str | None = None
     step_metric: str | None = None
     hidden: bool = False
+    at_best: tuple[str, ...] = ()  #: rule 20: names (globs) of the keys shown at the best step
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "summary": None if self.options is None else list(self.options),
             "objective": self.objective,
             "step_metric": self.step_metric,
             "hidden": self.hidden,
         }
+        if self.at_best:  # only when used: definitions without it keep their bytes
+            out["at_best"] = list(self.at_best)
+        return out
 
 
 def _options(raw: Sequence[str] | None, name: str) -> tuple[str, ...] | None:
@@ -77,12 +82,17 @@ def parse_definition(datum: Mapping[str, Any], limits: Limits) -> tuple[Definiti
     if given is not None and objective is None:
         raise ValidationError(f"define_metric({name!r}): objective {given!r} must be 'minimize' or 'maximize'", key=name)
     step_metric = datum.get("step_metric")
+    raw_options = datum.get("summary")
+    options = _options(raw_options, name)
+    named = None if options is None else summary_options_in(map(str, raw_options or ()))  # before none resets them
+    at_best = check_at_best(name, datum.get("at_best"), named, limits, printable=False)
     definition = Definition(
         name=name,
-        options=_options(datum.get("summary"), name),
+        options=options,
         objective=objective,
         step_metric=step_metric if isinstance(step_metric, str) and step_metric else None,
         hidden=bool(datum.get("hidden", False)),
+        at_best=at_best,
     )
     return definition, bool(datum.get("overwrite", False))
 
@@ -103,9 +113,16 @@ def merge_definition(old: Definition | None, new: Definition, *, overwrite: bool
             objective=new.objective or old.objective,
             step_metric=new.step_metric or old.step_metric,
             hidden=old.hidden or new.hidden,
+            at_best=tuple(dict.fromkeys(old.at_best + new.at_best)),
         )
     check_best_has_objective(new.name, new.options, new.objective)
     return new
+
+
+def glob_pattern(name: str) -> re.Pattern[str] | None:
+    """The regular expression of a definition name with ``*`` globs (rule 12); None for a bare ``*``, which
+    matches every display path that does not start with ``_``."""
+    return None if name == "*" else re.compile(".*".join(map(re.escape, name.split("*"))), re.S)
 
 
 class Resolver:
@@ -116,7 +133,7 @@ class Resolver:
         globs: list[tuple[int, int, re.Pattern[str] | None, Definition]] = []
         for position, d in enumerate(definitions):
             if "*" in d.name:
-                pattern = None if d.name == "*" else re.compile(".*".join(map(re.escape, d.name.split("*"))), re.S)
+                pattern = glob_pattern(d.name)
                 globs.append((len(d.name) - d.name.count("*"), position, pattern, d))
         globs.sort(key=lambda g: (g[0], g[1]), reverse=True)
         self._globs = globs

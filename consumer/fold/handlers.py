@@ -13,7 +13,7 @@ from typing import Any
 
 from consumer.fold.canonical import canonical_json
 from consumer.fold.definitions import Resolver, merge_definition, parse_definition
-from consumer.fold.mutations import keep_blobs, log_value, refs_of
+from consumer.fold.mutations import keep_blobs, log_value, log_value_at_best, refs_of
 from consumer.fold.state import RunState
 from consumer.fold.values import TensorBlob, materialize, split_log_values
 from consumer.fold.views import summary_keys
@@ -46,6 +46,11 @@ def _prepare_log(state: RunState, datum: Mapping[str, Any], limits: Limits) -> A
 
 def _apply_log(state: RunState, datum: Mapping[str, Any], payload: Any) -> None:
     step, values = payload
+    if state.at_best.active:  # rule 20
+        producer_id = datum["producer_id"]
+        for path, value, blobs in values:
+            log_value_at_best(state, producer_id, path, value, blobs, step)
+        return
     for path, value, blobs in values:
         log_value(state, path, value, blobs, step)
 
@@ -102,6 +107,7 @@ def _apply_define(state: RunState, datum: Mapping[str, Any], payload: Any) -> No
     state.definitions = [d for d in state.definitions if d.name != payload.name]
     state.definitions.append(payload)
     state.resolver = Resolver(state.definitions)
+    state.at_best.configure(state.definitions)
     state.definitions_json = None
 
 

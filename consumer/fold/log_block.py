@@ -4,8 +4,9 @@ The result is byte-identical to folding the same events one by one as standalone
 records. The block is summarised per path (``BlockStats``) and each leaf folds its summary once: with numpy
 (consumer.fold.column_stats) for blocks of at least ``VECTOR_MIN_VALUES`` float values, with list builtins
 or a Python loop for smaller ones (consumer.fold.block_stats). Blocks whose paths clash under rule 2 (``a``
-and ``a.b`` in one block) go value by value. Refused events (consumer.fold.block_checks) and already-applied
-seqs are left out; the other events are applied.
+and ``a.b`` in one block) go value by value, and so do all blocks of a run whose definitions use ``at_best``
+(rule 20 needs each value in its order; consumer.fold.at_best). Refused events (consumer.fold.block_checks) and
+already-applied seqs are left out; the other events are applied.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from consumer.fold.aggregates import BlockStats
 from consumer.fold.block_checks import Extra, ExtraColumns, bad_paths, check_events, clash, prefix_free, structure_problem
 from consumer.fold.block_stats import events_of, extra_stats, small_block_stats, small_regular_stats
 from consumer.fold.column_stats import FloatArray, IntArray, float_block_stats, regular_block_stats
-from consumer.fold.mutations import add_block_stats, applied, keep_blobs, log_value
+from consumer.fold.mutations import add_block_stats, applied, keep_blobs, log_value, log_value_at_best
 from consumer.fold.state import Rejected, RunState
 from consumer.fold.values import TensorBlob
 from schemas.events import LOG_BLOCK
@@ -73,7 +74,8 @@ def fold_log_block(
     remap = [ids.setdefault(tuple(p), len(ids)) for p in raw_paths]
     paths = list(ids)
     bad = extras.events or max(counts) > limits.max_values_per_event or bad_paths(state, paths, limits)
-    if small and not bad and not reasons and len(paths) == len(raw_paths):  # the tiny fast path
+    at_best = state.at_best.active
+    if small and not bad and not reasons and len(paths) == len(raw_paths) and not at_best:  # the tiny fast path
         stats = small_regular_stats(counts, list(path_idx), list(map(float, raw_values)))
         if stats is not None and _apply_stats(state, paths, steps, stats, []):
             applied(state, producer_id, first_seq, first_seq + n, n, min(ts), max(ts))
@@ -101,6 +103,9 @@ def fold_log_block(
             e: IntArray | None = ev[sel]
         else:
             g, v, e = gid, values, ev
+        if at_best:  # rule 20: value by value, in order
+            _fold_sequential(state, paths, steps, counts, g, e, v, [x for x in kept if x[0] not in reasons], reasons, producer_id)
+            break
         if len(v) < max(VECTOR_MIN_VALUES, 1):
             stats = small_regular_stats(counts, gid.tolist(), values.tolist()) if not reasons else None
             if stats is None:
@@ -123,7 +128,7 @@ def fold_log_block(
                     continue
         xs = [x for x in kept if x[0] not in reasons]
         if not _apply_stats(state, paths, steps, stats, xs):
-            _fold_sequential(state, paths, steps, counts, g, e, v, xs, reasons)
+            _fold_sequential(state, paths, steps, counts, g, e, v, xs, reasons, producer_id)
         break
 
     if not reasons:
@@ -166,8 +171,10 @@ def _fold_sequential(
     v: FloatArray,
     xs: list[Extra],
     reasons: dict[int, str],
+    producer_id: str,
 ) -> None:
-    """Value by value, event by event: exactly what standalone Log records would do (rule 2 clashes)."""
+    """Value by value, event by event: exactly what standalone Log records would do (rule 2 clashes, rule 20)."""
+    at_best = state.at_best.active
     events = events_of(counts, e)
     by_event: dict[int, list[tuple[int, Any, list[TensorBlob]]]] = {}
     no_blobs: list[TensorBlob] = []
@@ -187,4 +194,7 @@ def _fold_sequential(
             continue
         step = steps[i]
         for pid, value, blobs in items:
-            log_value(state, paths[pid], value, blobs, step)
+            if at_best:
+                log_value_at_best(state, producer_id, paths[pid], value, blobs, step)
+            else:
+                log_value(state, paths[pid], value, blobs, step)

@@ -3,6 +3,8 @@
 Each tells the state's change tracker before it changes a top-level key (consumer.fold.tracking). Logging a
 value at a path creates its leaf if needed (rule 2: a scalar replaces a subtree, a subtree replaces a
 scalar) and shows its top-level key again (rule 16); ``applied`` records events as applied (rule 18).
+``log_value_at_best`` is ``log_value`` for a run whose definitions use ``at_best`` (rule 20,
+consumer.fold.at_best): it also keeps the producer's values at its step and the snapshot of a new best.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from consumer.fold.state import RunState, Seen
 from consumer.fold.values import TensorBlob
 from schemas.paths import display_path
 
-__all__ = ["add_block_stats", "applied", "keep_blobs", "log_value", "refs_of"]
+__all__ = ["add_block_stats", "applied", "keep_blobs", "log_value", "log_value_at_best", "refs_of"]
 
 
 def refs_of(blobs: Sequence[TensorBlob]) -> TensorRefs:
@@ -32,6 +34,8 @@ def keep_blobs(state: RunState, blobs: Sequence[TensorBlob]) -> None:
 
 def _drop_leaf(state: RunState, leaves: dict[tuple[str, ...], Leaf], path: tuple[str, ...]) -> None:
     del leaves[path]
+    if state.at_best.snapshots:
+        state.at_best.drop(path)
     for i in range(1, len(path)):
         prefix = path[:i]
         left = state.interior[prefix] - 1
@@ -71,6 +75,33 @@ def log_value(state: RunState, path: tuple[str, ...], value: Any, blobs: Sequenc
     if leaf is None:
         leaf = _new_leaf(state, path, value, refs)
     leaf.add(value, refs, step)
+
+
+def log_value_at_best(
+    state: RunState, producer_id: str, path: tuple[str, ...], value: Any, blobs: Sequence[TensorBlob], step: int
+) -> None:
+    """``log_value`` by *producer_id*, in a run whose definitions use ``at_best`` (rule 20)."""
+    memory = state.at_best
+    stretch = memory.stretch(producer_id, step)
+    leaves = state.leaves_by_key.get(path[0])
+    leaf = None if leaves is None else leaves.get(path)
+    display = display_path(path) if leaf is None else leaf.display
+    definition = state.resolver.resolve(display)
+    objective = None  # set when the value may be the leaf's new best and its snapshot is kept
+    if definition is not None and definition.at_best and definition.options is not None and "best" in definition.options:
+        kind = type(value)
+        if kind is int or (kind is float and value == value):  # rules 6, 11: numbers other than NaN
+            objective = definition.objective
+    before = None
+    if objective is not None and leaf is not None:
+        before = leaf.max if objective == "maximize" else leaf.min
+    log_value(state, path, value, blobs, step)
+    if memory.matches(display):
+        for holder in stretch.holders:  # their at_best views show it (told before the change)
+            state.tracker.mark_dirty(holder[0])
+        stretch.values[display] = value
+    if objective is not None and (before is None or (value > before if objective == "maximize" else value < before)):
+        memory.take(path, producer_id, stretch, value, step)
 
 
 def add_block_stats(

@@ -9,6 +9,7 @@
 - ``definitions``: metric definitions, in the order that decides glob ties (rules 9, 12, 13).
 - ``overrides``: top-level key -> (plain value, tensor refs) set by summary updates (rules 15, 17).
 - ``hidden``: top-level keys removed from the summary and not logged since (rule 16).
+- ``at_best``: what rule 20 keeps (consumer.fold.at_best); written only when it keeps something.
 - run meta: name, config (canonical JSON text), tags, status, exit_code, created/updated (ts_ms), events.
 
 Besides, derived from the above and rebuilt on load: ``interior`` (leaf path prefixes), ``resolver``,
@@ -28,6 +29,7 @@ import dataclasses
 from typing import Any
 
 from consumer.fold.aggregates import Leaf, TensorRefs
+from consumer.fold.at_best import AtBest
 from consumer.fold.canonical import canonical_json, load_json
 from consumer.fold.definitions import Definition, Resolver
 from consumer.fold.tracking import ChangeTracker
@@ -102,6 +104,7 @@ class RunState:
         self.definitions: list[Definition] = []
         self.overrides: dict[str, tuple[Any, TensorRefs]] = {}
         self.hidden: set[str] = set()
+        self.at_best = AtBest()  # rule 20 (its ``active`` flag is derived from the definitions)
         self.name: str | None = None
         self.config: str | None = None
         self.tags: list[str] = []
@@ -202,6 +205,9 @@ def state_to_bytes(state: RunState) -> bytes:
             "events": state.events,
         },
     }
+    at_best = state.at_best.to_json()
+    if at_best is not None:  # only when rule 20 keeps something: other states keep their bytes
+        document["at_best"] = at_best
     return canonical_json(document).encode()
 
 
@@ -229,10 +235,12 @@ def read_state(data: bytes) -> RunState:
             objective=d["objective"],
             step_metric=d["step_metric"],
             hidden=d["hidden"],
+            at_best=tuple(d.get("at_best", ())),
         )
         for d in document["definitions"]
     ]
     state.resolver = Resolver(state.definitions)
+    state.at_best = AtBest.from_json(document.get("at_best"), state.definitions)
     state.overrides = {k: (value, _tensor_refs(refs)) for k, (value, refs) in document["overrides"].items()}
     state.hidden = set(document["hidden"])
     meta = document["meta"]

@@ -7,8 +7,9 @@ Summary of a top-level key ``k`` (RULES.md §4 rules 7, 9, 15-17):
 - else the leaves under ``k`` compose into nested dicts; each leaf shows, by the definition that resolves
   for its display path: no definition or no options -> its last value; ``none`` -> absent; otherwise a dict
   of exactly the requested options (``OPTION_VIEWS`` in consumer.fold.aggregates; ``best`` adds
-  ``best_step``). An aggregate with no non-NaN numeric value yet (min/max/mean/best) is omitted from that
-  dict, so a string leaf defined ``min`` shows ``{}``.
+  ``best_step``, and ``at_best`` when the definition names at_best keys: rule 20, consumer.fold.at_best). An
+  aggregate with no non-NaN numeric value yet (min/max/mean/best) is omitted from that dict, so a string leaf
+  defined ``min`` shows ``{}``.
 
 Flat view: every scalar of the summary at its display path (``loss.min``, ``grad.norm``,
 ``weights.50%``); keys inside dicts are escaped like key segments; a list becomes the JSON text of the
@@ -58,6 +59,8 @@ def _leaf_view(state: RunState, leaf: Leaf, tensors: dict[str, str]) -> Any:
     out: dict[str, Any] = {}
     for option in options:
         OPTION_VIEWS[option](leaf, definition, out, tensors)
+    if definition.at_best and "best_step" in out:  # rule 20
+        out["at_best"] = state.at_best.view(leaf.path, definition.at_best, out["best"], out["best_step"])
     return out
 
 

@@ -4,7 +4,11 @@
 
 Writes ``<name>.bin`` (the exact bytes) and ``corpus.json`` (what each file decodes to, with tuples as
 ``{"$record": name, "datum": ...}`` and bytes as ``{"$bytes": hex}``). Only regenerate when adding
-events: bytes written by released schemas must keep decoding, so never rewrite an existing .bin file.
+events or changing a schema: bytes written by released schemas must keep decoding, so never rewrite an
+existing .bin file. When a schema changes (its released version goes to ``schemas/history/<name>.<n>.avsc``),
+rename ``<name>.bin`` to ``<name>.<n>.bin``, point its corpus entry there with ``"history": n``, then run this:
+history entries are kept as they are (they must still decode; they are not re-encoded), and the current
+version of each event is written to ``<name>.bin``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ EVENTS: dict[str, dict[str, Any]] = {
     },
     "metricfold.DefineMetric": {
         **ENVELOPE, "seq": 1, "ts_ms": 1700000000001, "name": "acc", "summary": ["max", "best"], "objective": "maximize",
-        "step_metric": None, "hidden": False, "overwrite": False,
+        "step_metric": None, "hidden": False, "overwrite": False, "at_best": ["loss", "val/*"],
     },
     "metricfold.Log": {**ENVELOPE, "seq": 2, "ts_ms": 1700000000002, "step": 0, "values": VALUES},
     "metricfold.SummaryUpdate": {
@@ -57,7 +61,11 @@ BLOCK = {
 }
 EVENTS["metricfold.Batch"] = {
     **ENVELOPE,
-    "items": [("metricfold.LogBlock", BLOCK), ("metricfold.RunFinished", EVENTS["metricfold.RunFinished"])],
+    "items": [
+        ("metricfold.DefineMetric", EVENTS["metricfold.DefineMetric"]),
+        ("metricfold.LogBlock", BLOCK),
+        ("metricfold.RunFinished", EVENTS["metricfold.RunFinished"]),
+    ],
 }
 
 
@@ -74,7 +82,8 @@ def to_json(value: Any) -> Any:
 
 
 def main() -> None:
-    corpus = []
+    known = HERE / "corpus.json"
+    corpus = [entry for entry in json.loads(known.read_text(encoding="utf-8")) if entry.get("history")] if known.exists() else []
     for name, datum in EVENTS.items():
         path = HERE / f"{name}.bin"
         if not path.exists():
