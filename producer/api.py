@@ -21,7 +21,7 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from producer.transport import KafkaTransport
 from schemas.codec import default_codec
 from schemas.errors import BrokerUnavailable, RunNotFound, ValidationError
 from schemas.events import SUMMARY_UPDATE
+from schemas.filters import parse_filters
 from schemas.limits import Limits, parse_run_path
 from schemas.settings import Settings
 from schemas.tensors import from_npy
@@ -254,12 +255,20 @@ class Api:
         """The run ``entity/project/run_id`` as folded in Redis (RunNotFound if the consumer has not seen it)."""
         return ApiRun(path, self.settings, self.limits, self.loader, self.timeout_s)
 
-    def runs(self, project: str, *, order: str = "-updated", limit: int = 50, offset: int = 0) -> list[ApiRun]:
-        """Runs of ``entity/project`` sorted by a summary path (``"-acc.best"``: largest first) or ``-updated``.
+    def runs(
+        self, project: str, filters: Mapping[str, Any] | None = None, *, order: str = "-updated", limit: int = 50,
+        offset: int = 0,
+    ) -> list[ApiRun]:
+        """Runs of ``entity/project`` sorted by a summary path (``"-acc.best"``: largest first) or ``-updated``,
+        those that pass *filters* (W&B's syntax, e.g. ``{"summary.acc.best": {"$gt": 0.9}, "state": "finished"}``;
+        ``$gt $gte $lt $lte $eq $ne $in $nin $and $or`` on numeric summary paths, ``state``, ``tags``, ``group``,
+        ``job_type``; ``config.<key>`` equality; README "Filtering and exporting runs").
 
-        Uses the project's sorted sets, never a scan; a run without a value at the path is not listed. An unknown
-        project raises RunNotFound, a path the project has no number at ValidationError (as the web's 404 and 400).
+        Uses the project's sorted sets and index sets, never a scan; a run without a value at the sort path is not
+        listed, nor one without a number at a filtered path. An unknown project raises RunNotFound, a sort path the
+        project has no number at or a malformed filter ValidationError (as the web's 404 and 400).
         """
+        where = parse_filters(filters)
         if not isinstance(order, str) or order in ("", "-", "+"):
             raise ValidationError(f"order must be a summary path such as '-acc.best' or 'loss.min', got {order!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 10_000 or not isinstance(offset, int) or offset < 0:
@@ -270,7 +279,7 @@ class Api:
         with _open_reader(self.settings) as reader:
             page = reader.read_table(
                 f"{entity}/{name}", sort=None if path == "updated" else path, descending=descending, offset=offset,
-                limit=limit,
+                limit=limit, where=where,
             )
             paths = [f"{entity}/{name}/{row['run_id']}" for row in page.rows]
             return [ApiRun(p, self.settings, self.limits, None, self.timeout_s, reader.read_run(p)) for p in paths]

@@ -39,6 +39,9 @@ class Changes:
     #: run meta field -> its new text (``views.meta_strings``); and the fields no longer set
     meta: dict[str, str] = dataclasses.field(default_factory=dict)
     meta_del: list[str] = dataclasses.field(default_factory=list)
+    #: run meta field -> its previous text, for every field in meta that had one and every field in meta_del (the
+    #: store moves a run between its filter indexes by the old and new values)
+    meta_before: dict[str, str] = dataclasses.field(default_factory=dict)
     #: sha256 -> .npy bytes of every tensor that entered the state since the previous call and is still kept
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
     #: display path of a shown tensor's stats dict -> its sha256; and the paths no longer showing a tensor
@@ -124,10 +127,17 @@ def take_changes(state: RunState) -> Changes:
                     changes.blobs[sha] = blob
     if tracker.meta_dirty:
         meta = meta_strings(state)
+        shown = tracker.shown_meta
         for field, text in meta.items():
-            if tracker.shown_meta.get(field) != text:
+            before = shown.get(field)
+            if before != text:
                 changes.meta[field] = text
-        changes.meta_del.extend(field for field in tracker.shown_meta if field not in meta)
+                if before is not None:
+                    changes.meta_before[field] = before
+        for field, before in shown.items():
+            if field not in meta:
+                changes.meta_del.append(field)
+                changes.meta_before[field] = before
         tracker.shown_meta = meta
     tracker.dirty = set()
     tracker.all_dirty = False

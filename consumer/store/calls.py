@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator, Sequence
 
 from consumer.fold import Changes
+from consumer.store.indexes import index_moves
 from consumer.store.keys import Keys, split_run_path
 from consumer.store.record import RunRecord
 from schemas.errors import WriteRefused
@@ -118,6 +119,7 @@ def _call(keys: Keys, topic: str, project: str, writes: list[RunWrite], indexes:
         c = w.changes
         first = len(key_list) + 1
         key_list += keys.run_keys(w.run_path)
+        index_out, index_in = index_moves(keys, project, c)
         named = {}
         for sha, data in c.blobs.items():
             named[sha] = [str(declare(keys.blob(w.run_path, sha))), str(first_blob + len(blobs))]
@@ -131,6 +133,7 @@ def _call(keys: Keys, topic: str, project: str, writes: list[RunWrite], indexes:
             numeric_set=list(c.numeric_set), numeric_del=c.numeric_del, blobs=named,
             lacks_from="" if w.lacks_from is None else str(w.lacks_from),
             state_at={str(p): str(o) for p, o in (w.state_at or {w.partition: w.offset}).items()} if w.state else {},
+            index_out=[str(declare(k)) for k in index_out], index_in=[str(declare(k)) for k in index_in],
         ))
     args: list[str | bytes] = ["1" if live else "", _encode_runs(runs, writes), json.dumps([lag, by]),
                                keys.channel(project), "", *(w.state for w in writes), *blobs]

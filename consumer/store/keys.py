@@ -16,6 +16,10 @@ project's part of a consumer batch is one atomic script call:
     <ns>:<gen>:project:{<proj>}:runs              zset    run_id by last update (ms)
     <ns>:<gen>:project:{<proj>}:by:<path>         zset    run_id by the numeric flat value at <path>
     <ns>:<gen>:project:{<proj>}:paths             set     flat paths seen in the project (the column picker)
+    <ns>:<gen>:project:{<proj>}:is:<field>:<v>    set     run_ids whose meta <field> (state, group, job_type) is <v>,
+                                                          or (field `tag`) whose tags hold <v> (filters: indexes.py)
+    <ns>:<gen>:project:{<proj>}:is:config:<k>=<j> set     run_ids whose config's top-level key (JSON string <k>)
+                                                          has the value of canonical JSON <j> (200 characters at most)
     <ns>:<gen>:project:{<proj>}:stats             hash    events, dead_letters: what the consumer applied
     <ns>:<gen>:project:{<proj>}:lag:<topic>:<p>   zset    run_id by the first offset of partition <p> its stored
                                                           state lacks: the runs whose state is older than their views
@@ -37,6 +41,7 @@ The Lua scripts (consumer/store/lua/) are given every key they touch in KEYS, ma
 from __future__ import annotations
 
 import dataclasses
+import json
 
 __all__ = ["CHECKPOINT_PART", "Keys", "active_key", "split_run_path"]
 
@@ -102,6 +107,16 @@ class Keys:
     def by_path(self, project_path: str, flat_path: str) -> str:
         return self.project(project_path, f"by:{flat_path}")
 
+    def index(self, project_path: str, field: str, value: str) -> str:
+        """The index set of the runs whose meta *field* (state, group, job_type) is *value*, or (field "tag")
+        whose tags hold *value*."""
+        return self.project(project_path, f"is:{field}:{value}")
+
+    def config_index(self, project_path: str, key: str, value_text: str) -> str:
+        """The index set of the runs whose config holds the top-level *key* with the value of canonical JSON
+        *value_text* (schemas.filters.config_value_text)."""
+        return self.project(project_path, f"is:config:{json.dumps(key, ensure_ascii=False)}={value_text}")
+
     def project_stats(self, project_path: str) -> str:
         return self.project(project_path, "stats")
 
@@ -133,4 +148,6 @@ class Keys:
 
     def is_retired_marker(self, key: bytes) -> bool:
         """Whether *key* is a project's `retired` marker (a generation's deletion leaves those to expire)."""
-        return key.startswith(f"{self.prefix}:project:{{".encode()) and key.endswith(b"}:retired")
+        start = f"{self.prefix}:project:{{".encode()
+        # the project's part holds no '}' (a run path part cannot): an index set of a tag "x}:retired" is no marker
+        return key.startswith(start) and key.endswith(b"}:retired") and b"}" not in key[len(start):-len(b"}:retired")]

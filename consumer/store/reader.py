@@ -17,9 +17,11 @@ import redis
 
 from consumer.store.client import _mapped, _pairs, _text
 from consumer.store.generations import Generations
+from consumer.store.indexes import compile_filter
 from consumer.store.keys import Keys
 from consumer.store.scripts import FunctionLibrary
 from schemas.errors import ConfigError, RunNotFound, StoreUnavailable, ValidationError
+from schemas.filters import Condition, Filter
 from schemas.names import run_name
 
 __all__ = ["Reader", "TablePage"]
@@ -48,6 +50,12 @@ def _shown_name(name: str | None, run_id: str) -> str:
     ``run.name`` shows it; W&B's adjective-noun-N). Never stored: the fold and the digests do not see it."""
     return name or run_name(run_id)
 
+
+
+def _needs_path(where: Filter, path: str) -> bool:
+    """Whether every run that passes *where* has a number at *path* (an AND holding a condition on it)."""
+    return not where.any_of and any((isinstance(p, Condition) and p.field == "summary" and p.path == path) or
+                                    (isinstance(p, Filter) and _needs_path(p, path)) for p in where.parts)
 
 
 class Reader(Generations):
@@ -158,10 +166,12 @@ class Reader(Generations):
         offset: int = 0,
         limit: int = 50,
         columns: Sequence[str] = (),
+        where: Filter | None = None,
     ) -> TablePage:
         """A page of the runs table in ONE atomic round trip: ids from the sorted set, then each run's meta and
         the *columns* of its flat view. Raises RunNotFound for an unknown project, ValidationError (a ValueError) for an
-        unknown sort path: the web's 404 and 400, the CLI's and Api's errors."""
+        unknown sort path: the web's 404 and 400, the CLI's and Api's errors. With *where*, only the runs that pass
+        it (read_where.lua; `total` counts them): a path the project does not have matches no run."""
         ns = self.settings.namespace
         with _mapped(self.settings):
             generation = self._read_generation()
@@ -169,10 +179,17 @@ class Reader(Generations):
             index = [keys.project(project_path, "runs"), keys.project(project_path, "paths")]
             if sort:
                 index.append(keys.by_path(project_path, sort))
-            reply = self._read_only(self._read_page, index, ["1" if descending else "0", offset, limit, sort or ""])
+            args = ["1" if descending else "0", offset, limit, sort or ""]
+            if where is None:
+                reply = self._read_only(self._read_page, index, args)
+            else:
+                index = index[:3] if sort else [*index, index[0]]
+                filter_keys, tree = compile_filter(keys, project_path, where, len(index) + 1)
+                args += [tree, "1" if sort and _needs_path(where, sort) else ""]
+                reply = self._read_only(self._reads.functions["read_where"], [*index, *filter_keys], args)
             if reply == -1 and self._generation is None and self._read_generation() != generation:
                 return self.read_table(project_path, sort=sort, descending=descending, offset=offset, limit=limit,
-                                       columns=columns)  # a switch deleted that generation meanwhile
+                                       columns=columns, where=where)  # a switch deleted that generation meanwhile
             if reply in (-1, -2):
                 self._refuse_table(project_path, sort, generation, unknown_project=reply == -1)
             total, project_runs, ids, paths = reply

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
     from consumer.store.reader import TablePage
+    from schemas.filters import Filter
     from schemas.settings import Settings
 
 __all__ = ["StoreReader"]
@@ -40,9 +41,11 @@ class StoreReader(Protocol):
         offset: int = 0,
         limit: int = 50,
         columns: Sequence[str] = (),
+        where: Filter | None = None,
     ) -> TablePage:
         """A page of a project's runs sorted by last update (*sort* None) or by a numeric flat path; RunNotFound for
-        an unknown project, ValidationError for a path the project has no number at."""
+        an unknown project, ValidationError for a path the project has no number at. *where* (schemas.filters)
+        keeps the runs that pass it (`total` counts them); a path in it the project lacks matches no run."""
         ...
 
     def read_projects(self) -> tuple[str | None, dict[str, int], dict[str, int]]:

@@ -37,6 +37,8 @@ class RunRecord(NamedTuple):
     blobs: dict[str, list[str]]  #: sha256 -> [KEYS index of the blob's key, ARGV index of its bytes]
     lacks_from: str  #: without a state: the first offset the stored state lacks ('' = Redis knows it already)
     state_at: dict[str, str]  #: with a state: partition -> offset of the last record the state holds
+    index_out: list[str]  #: KEYS indexes of the filter index sets the run leaves (indexes.py)
+    index_in: list[str]  #: KEYS indexes of the filter index sets the run enters
 
 
 

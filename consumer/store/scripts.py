@@ -1,13 +1,12 @@
 """The Lua of the Redis store, from lua/*.lua (read once, at import; each script runs as one atomic step).
 
 `APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per node and batch, EVALSHA; loaded again
-after NOSCRIPT); `READ_RUN` and `READ_PAGE` are the read API's, each reading what it reads of one project in one
-atomic step. Every script is given the keys it touches (KEYS); none builds a key name (Redis Cluster needs them
-declared). The reads are not sent as scripts: they form one Redis function library (`READ_LIBRARY`, loaded with
-FUNCTION LOAD on every master, called with FCALL_RO), so that the read-only ACL user may run these functions and no
-other Lua (deploy/redis/README.md). `advance.lua` is the
-checkpoint function both write scripts start with; apply_runs.lua reads RunRecords (record.py). The key layout is
-in keys.py.
+after NOSCRIPT); `READ_RUN`, `READ_PAGE` and `READ_WHERE` (a filtered page) are the read API's, each reading what
+it reads of one project in one atomic step. Every script is given the keys it touches (KEYS); none builds a key
+name (Redis Cluster needs them declared). The reads are not sent as scripts: they form one Redis function library
+(`READ_LIBRARY`, loaded with FUNCTION LOAD on every master, called with FCALL_RO), so that the read-only ACL user
+may run these functions and no other Lua (deploy/redis/README.md). `advance.lua` is the checkpoint function both
+write scripts start with; apply_runs.lua reads RunRecords (record.py). The key layout is in keys.py.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from consumer.store.record import lua_field_table
 
-__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PAGE", "READ_RUN", "FunctionLibrary", "read_library"]
+__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PAGE", "READ_RUN", "READ_WHERE", "FunctionLibrary", "read_library"]
 
 _HERE = Path(__file__).resolve().parent / "lua"
 
@@ -32,6 +31,7 @@ APPLY_RUNS = _ADVANCE + lua_field_table() + _lua("apply_runs.lua")
 CHECKPOINT = _ADVANCE + _lua("checkpoint.lua")
 READ_RUN = _lua("read_run.lua")
 READ_PAGE = _lua("read_page.lua")
+READ_WHERE = _lua("read_where.lua")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +44,11 @@ class FunctionLibrary:
 
 
 def read_library(tag: str = "") -> FunctionLibrary:
-    """READ_RUN and READ_PAGE as one function library, each function flagged `no-writes` (so
+    """READ_RUN, READ_PAGE and READ_WHERE as one function library, each function flagged `no-writes` (so
     FCALL_RO runs it, and Redis refuses any write inside). The library's and the functions' names end with a digest
     of the code: two metricfold versions sharing a Redis never replace each other's functions, and loading the
     same library twice is harmless. *tag* makes another library of the same functions (tests use one of their own)."""
-    bodies = {"read_run": READ_RUN, "read_page": READ_PAGE}
+    bodies = {"read_run": READ_RUN, "read_page": READ_PAGE, "read_where": READ_WHERE}
     digest = hashlib.sha256("\0".join([tag, *bodies.values()]).encode()).hexdigest()[:16]
     functions = {role: f"metricfold_{role}_{digest}" for role in bodies}
     parts = [f"#!lua name=metricfold_reads_{digest}\n"]

@@ -2,6 +2,7 @@
 -- KEYS: 1 the project's `retired` marker, 2 its `runs` index, 3 its `paths` set, 4 its stats hash, 5 its `seen`
 --       hash (partition -> the offset after its last record applied), then the keys
 --       ARGV[3] and the runs name by their KEYS index (lag sets, `by:` indexes, each run's RUN_PARTS and blobs,
+--       the filter index sets a run leaves or enters,
 --       and with checkpoints, the checkpoint hash and the topic's stats).
 -- ARGV: 1 '1' = a live write, refused once the generation is retired ('' = do not check), 2 JSON array of runs,
 --       3 JSON [{partition: lag set's KEYS index}, {numeric flat path: `by:` index's KEYS index}], 4 the project's
@@ -57,6 +58,8 @@ for i, r in ipairs(runs) do
     hset(summary, r[R.summary_set]); hdel(summary, r[R.summary_del])
     hset(flat, r[R.flat_set]); hdel(flat, r[R.flat_del])
     hset(meta, r[R.meta_set]); hdel(meta, r[R.meta_del])
+    for _, key in ipairs(r[R.index_out]) do redis.call('SREM', KEYS[tonumber(key)], run_id) end
+    for _, key in ipairs(r[R.index_in]) do redis.call('SADD', KEYS[tonumber(key)], run_id) end
     hset(tensors, r[R.tensors_set]); hdel(tensors, r[R.tensors_del])
     local values = r[R.flat_set]
     for _, path in ipairs(r[R.numeric_set]) do
