@@ -150,3 +150,65 @@ def test_browser_sorts_by_pinned_column_opens_a_run_and_sees_a_live_update(setti
             page.screenshot(path=str(artifacts_dir / "web-run-tensor.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_browser_filters_sorts_and_sees_runs_enter_and_leave_the_filtered_set_live(
+    settings: Settings, artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    fill_project(settings, runs=RUNS)
+    consume_all(settings)
+    inside = sorted((i for i in range(RUNS) if loss_min(i) < 0.3), key=loss_min)  # loss.max = loss.min + 0.5 < 2
+    outside = [i for i in range(RUNS) if loss_min(i) >= 0.3]
+    assert inside and outside
+
+    def rows() -> list[str]:
+        return list(page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)"))
+
+    with ServerThread(settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/projects/team/vision")
+            expect(page.locator("#runs tbody tr")).to_have_count(RUNS)
+
+            # two filters typed into the bar, one after the other: the second submit keeps the first (the URL holds both)
+            page.locator("#where").fill("loss.min < 0.3")
+            page.locator("#where").press("Enter")
+            expect(page.locator("#runs tbody tr")).to_have_count(len(inside))
+            page.locator("#where").fill("loss.max < 2")
+            page.locator("#filters button").click()
+            expect(page.locator("#filters .chip")).to_have_count(2)
+            assert "where=loss.min" in page.url and "where=loss.max" in page.url
+            expect(page.locator("#runs tbody tr")).to_have_count(len(inside))
+
+            # sort by loss.min from its header (shown: the filters test it): descending, then ascending; filters kept
+            expect(page.locator("body")).to_have_attribute("data-updates", "1")
+            page.locator('#runs th a[data-sort="loss.min"]').click()
+            expect(page.locator('#runs th a.sorted[data-sort="loss.min"]')).to_contain_text("▼")
+            expect(page.locator("body")).to_have_attribute("data-updates", "1")
+            page.locator('#runs th a[data-sort="loss.min"]').click()
+            expect(page.locator('#runs th a.sorted[data-sort="loss.min"]')).to_contain_text("▲")
+            expect(page.locator("#filters .chip")).to_have_count(2)
+            assert rows() == [f"r{i:02d}" for i in inside]
+
+            # live: a run outside logs a new minimum and enters at the top; a run inside logs a large loss and leaves
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+            expect(page.locator("body")).to_have_attribute("data-updates", "1")
+            newcomer, leaver = outside[0], inside[-1]
+            log_loss(settings, newcomer, 0.001)
+            expect(page.locator("#runs tbody tr").first).to_have_attribute("data-run", f"r{newcomer:02d}", timeout=10_000)
+            expect(page.locator("#runs tbody tr")).to_have_count(len(inside) + 1)
+            log_loss(settings, leaver, 5.0)
+            expect(page.locator(f'#runs tbody tr[data-run="r{leaver:02d}"]')).to_have_count(0, timeout=10_000)
+            assert rows() == [f"r{i:02d}" for i in [newcomer, *inside[:-1]]]
+            expect(page.locator("#matched")).to_contain_text(f"{len(inside)} of {RUNS} runs match the 2 filters")
+            page.screenshot(path=str(artifacts_dir / "web-project-filtered.png"), full_page=True)
+
+            # removing a filter from its chip: the leaver (loss.min still < 0.3) is back
+            page.locator('#filters .chip[data-where^="loss.max"] a.remove').click()
+            expect(page.locator("#filters .chip")).to_have_count(1)
+            expect(page.locator(f'#runs tbody tr[data-run="r{leaver:02d}"]')).to_have_count(1)
+        finally:
+            browser.close()

@@ -1,10 +1,11 @@
 """The Starlette application of `metricfold serve`: pages, JSON API, live updates. Read-only: GET routes only.
 
     GET /                                            projects (HTML)
-    GET /projects/{entity}/{project}                 the runs table with pinned, sortable summary columns (HTML)
+    GET /projects/{entity}/{project}                 the runs table: pinned, sortable columns, filters (where=) (HTML)
     GET /projects/{entity}/{project}/table           the same table alone (fetched again by the page on changes)
     GET /runs/{entity}/{project}/{run_id}            one run (HTML);  .../live: its live part alone
     GET /api/...                                     the JSON API (see consumer/web/openapi.py, /api/openapi.json)
+    GET /api/projects/{entity}/{project}/runs.csv    the runs of a query (filters, order, columns) as CSV
     GET /metrics                                     request metrics, Prometheus text format (needs the token too)
 """
 
@@ -26,10 +27,18 @@ from consumer.metrics import CONTENT_TYPE, ServeMetrics
 from consumer.store import ChangeFeed, StoreReader, open_reader
 from consumer.web import pages
 from consumer.web.assets import APP_CSS, APP_JS
-from consumer.web.data import json_safe, project_list, run_document, runs_table
+from consumer.web.data import json_safe, project_list, run_document, runs_csv_text, runs_table
 from consumer.web.instrument import RequestMetrics
 from consumer.web.openapi import openapi
-from consumer.web.params import BadRequest, parse_project, parse_run, parse_table_query, parse_tensor_path
+from consumer.web.params import (
+    CSV_MAX_ROWS,
+    BadRequest,
+    TableQuery,
+    parse_project,
+    parse_run,
+    parse_table_query,
+    parse_tensor_path,
+)
 from consumer.web.security import Guard
 from consumer.web.sse import changes
 from schemas.errors import ConfigError, RunNotFound, StoreUnavailable
@@ -48,9 +57,10 @@ def _store(request: Request) -> StoreReader:
     return store
 
 
-def _table_args(request: Request) -> tuple[str, Any]:
+def _table_args(request: Request, **limits: int) -> tuple[str, TableQuery]:
     project = parse_project(request.path_params["entity"], request.path_params["project"])
-    return project, parse_table_query(request.query_params, request.query_params.getlist("col"))
+    params = request.query_params
+    return project, parse_table_query(params, params.getlist("col"), params.getlist("where"), **limits)
 
 
 # ---------------------------------------------------------------- JSON API
@@ -61,6 +71,17 @@ def api_projects(request: Request) -> Response:
 def api_runs(request: Request) -> Response:
     project, query = _table_args(request)
     return _json(runs_table(_store(request), project, query))
+
+
+def api_runs_csv(request: Request) -> Response:
+    """The runs of the query (its filters, order and pinned columns; every matching run unless limit=...) as CSV."""
+    project, query = _table_args(request, max_limit=CSV_MAX_ROWS, default_limit=CSV_MAX_ROWS)
+    name = project.replace("/", "_")  # entity and project are [A-Za-z0-9_.-]: safe in the header as they are
+    return Response(
+        runs_csv_text(_store(request), project, query),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'inline; filename="{name}_runs.csv"', "cache-control": "no-store"},
+    )
 
 
 def api_paths(request: Request) -> Response:
@@ -182,6 +203,7 @@ ROUTES = [
     Route("/api/openapi.json", api_openapi),
     Route("/api/projects", api_projects),
     Route("/api/projects/{entity}/{project}/runs", api_runs),
+    Route("/api/projects/{entity}/{project}/runs.csv", api_runs_csv),
     Route("/api/projects/{entity}/{project}/paths", api_paths),
     Route("/api/projects/{entity}/{project}/changes", changes),
     Route("/api/runs/{entity}/{project}/{run_id}", api_run),

@@ -1,7 +1,9 @@
 """The page's stylesheet and script, served as /static/app.css and /static/app.js (no inline script: a strict CSP).
 
-The script does one thing: it listens to the project's server-sent events and, when a run on the page changed
-(or the generation switched), fetches the server-rendered fragment again and swaps it in. No reload, no build.
+The script listens to the project's server-sent events and, when a run on the page changed (or the generation
+switched), fetches the server-rendered fragment again and swaps it in: the fragment's URL holds the page's query
+(sort, pinned columns, filters), so a run that changed enters or leaves the filtered table. No reload, no build.
+The filter bar is a plain GET form (its state is the URL); the script only keeps an empty box out of the URL.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ __all__ = ["APP_CSS", "APP_JS"]
 
 APP_JS = r"""(function () {
   "use strict";
-  var body = document.body, live = document.getElementById("live");
+  var body = document.body, live = document.getElementById("live"), filters = document.getElementById("filters");
+  if (filters) {
+    filters.addEventListener("submit", function () {
+      var box = document.getElementById("where");
+      if (box && !box.value.trim()) { box.disabled = true; }  /* no empty where= in the URL */
+    });
+  }
   var events = body.dataset.events, refresh = body.dataset.refresh, target = body.dataset.target, run = body.dataset.run;
   if (!events || !refresh || !window.EventSource) { return; }
   var timer = null, busy = false, again = false;
@@ -64,6 +72,13 @@ td.num, th.num, .num { text-align: right; font-variant-numeric: tabular-nums; }
 a.sorted { font-weight: 700; }
 .pager { margin: 8px 0; display: flex; gap: 14px; color: var(--muted); }
 #picker { margin: 8px 0; }
+#filters { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 10px; margin: 8px 0 0; }
+#filters .chips { display: contents; }
+#filters .chip { padding: 1px 4px 1px 8px; border-radius: 10px; background: #e3efff; white-space: nowrap; }
+#filters .chip .remove { margin-left: 6px; color: #b3261e; font-weight: 700; }
+#filters #where { min-width: 260px; padding: 3px 6px; font: 13px ui-monospace, SFMono-Regular, Menlo, monospace; }
+#filters #csv { margin-left: auto; }
+p.help { margin: 2px 0 0; font-size: 12px; }
 #picker .boxes { display: flex; flex-wrap: wrap; gap: 4px 16px; margin: 6px 0; max-height: 240px; overflow: auto; }
 .state { padding: 0 6px; border-radius: 8px; background: #eef0f4; }
 .state.running { background: #e3efff; } .state.finished { background: #e5f6ec; } .state.crashed { background: #fde8e6; }

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from consumer.store import StoreReader
-from consumer.web.params import BadRequest, TableQuery
+from consumer.store import StoreReader, TablePage
+from consumer.tables import runs_csv
+from consumer.web.params import MAX_LIMIT, BadRequest, TableQuery
+from schemas.filters import Condition, Filter
 
-__all__ = ["DEFAULT_COLUMNS", "json_safe", "project_list", "run_document", "runs_table", "tensor_url"]
+__all__ = ["DEFAULT_COLUMNS", "json_safe", "project_list", "run_document", "runs_csv_text", "runs_table", "tensor_url"]
 
 DEFAULT_COLUMNS = 5
 _PREFERRED = (".min", ".best", ".max", ".mean", ".last")
@@ -36,38 +39,67 @@ def _json_field(raw: str | None, default: Any) -> Any:
         return raw
 
 
-def _default_columns(paths: list[str], sort: str | None) -> list[str]:
+def _tested_paths(f: Filter | Condition | None) -> list[str]:
+    """The numeric summary paths a filter tests, in order."""
+    if f is None:
+        return []
+    if isinstance(f, Condition):
+        return [f.path] if f.field == "summary" else []
+    return [p for part in f.parts for p in _tested_paths(part)]
+
+
+def _default_columns(paths: list[str], sort: str | None, where: Filter | None = None) -> list[str]:
+    """The sort path, the numeric paths the filters test (`acc.best > 0.9` shows acc.best), then a few others."""
     chosen = [sort] if sort else []
+    known = set(paths)
+    for tested in _tested_paths(where):
+        if tested in known and tested not in chosen:
+            chosen.append(tested)
     visible = [p for p in paths if not p.startswith("_") and p not in chosen]
     ranked = sorted(visible, key=lambda p: (not p.endswith(_PREFERRED), p))
     return chosen + ranked[: max(0, DEFAULT_COLUMNS - len(chosen))]
 
 
-def runs_table(store: StoreReader, project: str, query: TableQuery) -> dict[str, Any]:
-    """One page of the runs table: at most two round trips (a second one only to read the default columns)."""
-    columns = list(query.columns) or ([query.sort] if query.sort else [])
+def _read(store: StoreReader, project: str, query: TableQuery, columns: list[str], offset: int, limit: int) -> TablePage:
     try:
-        page = store.read_table(
-            project, sort=query.sort, descending=query.descending, offset=query.offset, limit=query.limit, columns=columns
+        return store.read_table(
+            project, sort=query.sort, descending=query.descending, offset=offset, limit=limit, columns=columns,
+            where=query.filter,
         )
-        if not query.columns:
-            defaults = _default_columns(page.paths, query.sort)
-            if defaults != columns:
-                columns = defaults
-                page = store.read_table(
-                    project, sort=query.sort, descending=query.descending, offset=query.offset, limit=query.limit,
-                    columns=columns,
-                )
-    except ValueError:
+    except ValueError as exc:
+        if query.sort is None or "to sort by" not in str(exc):  # not the sort path: say what the store said
+            raise BadRequest(str(exc)) from None
         raise BadRequest(
             f"cannot sort by {query.sort!r}: project {project} has no numeric summary path of that name "
             f"(sortable paths: GET /api/projects/{project}/paths)"
         ) from None
+
+
+def _table_page(
+    store: StoreReader, project: str, query: TableQuery, chunk: int = MAX_LIMIT
+) -> tuple[TablePage, list[str]]:
+    """The page (at most *chunk* runs) and its columns: at most two round trips (a second one only to read the
+    default columns)."""
+    columns = list(query.columns) or ([query.sort] if query.sort else [])
+    limit = min(query.limit, chunk)
+    page = _read(store, project, query, columns, query.offset, limit)
+    if not query.columns:
+        defaults = _default_columns(page.paths, query.sort, query.filter)
+        if defaults != columns:
+            columns = defaults
+            page = _read(store, project, query, columns, query.offset, limit)
+    return page, columns
+
+
+def runs_table(store: StoreReader, project: str, query: TableQuery) -> dict[str, Any]:
+    """One page of the runs table, filtered by the query's where=... (total: the runs that pass, in this order)."""
+    page, columns = _table_page(store, project, query)
     return {
         "project": project,
         "generation": page.generation,
         "sort": query.sort or "updated",
         "order": query.order,
+        "where": list(query.where),
         "limit": query.limit,
         "offset": query.offset,
         "total": page.total,
@@ -76,6 +108,24 @@ def runs_table(store: StoreReader, project: str, query: TableQuery) -> dict[str,
         "paths": page.paths,
         "runs": page.rows,
     }
+
+
+def runs_csv_text(store: StoreReader, project: str, query: TableQuery, *, chunk: int = MAX_LIMIT) -> str:
+    """The runs of the query (filters, order, columns; *limit* rows from *offset*, by default all of them) as CSV:
+    read in pages of *chunk* runs (each one atomic), written by consumer.tables.runs_csv."""
+    first, columns = _table_page(store, project, query, chunk)
+    rows = list(first.rows)
+    seen = {row["run_id"] for row in rows}
+    wanted = min(query.limit, max(0, first.total - query.offset))
+    read = len(rows)
+    while read < wanted:
+        more = _read(store, project, query, columns, query.offset + read, min(chunk, wanted - read))
+        if not more.rows or more.generation != first.generation:  # the set shrank, or a replay switched: stop here
+            break
+        read += len(more.rows)
+        rows += [row for row in more.rows if row["run_id"] not in seen]  # a run that moved up meanwhile: once
+        seen.update(row["run_id"] for row in more.rows)
+    return runs_csv(dataclasses.replace(first, rows=rows[:wanted]), columns)
 
 
 def tensor_url(run_path: str, path: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.web.params import DEFAULT_LIMIT, MAX_COLUMNS, MAX_LIMIT
+from consumer.web.params import CSV_MAX_ROWS, DEFAULT_LIMIT, MAX_COLUMNS, MAX_LIMIT, MAX_WHERE
 
 __all__ = ["openapi"]
 
@@ -45,6 +45,53 @@ def _json(ref: str) -> dict[str, Any]:
 
 _PROJECT = [_path_param("entity", "entity"), _path_param("project", "project")]
 _RUN = [*_PROJECT, _path_param("run_id", "run id")]
+_WHERE_HELP = (
+    "a filter, repeatable (the filters are ANDed): `path op value`, e.g. `acc.best > 0.9`, `state = finished`, "
+    '`tags in ["a","b"]`, `config.optimizer = adam`; one text may join conditions with ` or `. Operators '
+    "`> >= < <= = != in nin` (`in`/`nin` take a JSON list). A path is a numeric flat summary path (see /paths), "
+    "`state`, `tags`, `group`, `job_type` or `config.<top-level key>` (=, !=, in, nin only). A numeric condition "
+    "holds only for runs with a number at the path: a path the project does not have matches no run (an empty "
+    "page, `total` 0). A malformed filter is a 400 whose message names it."
+)
+_TABLE: list[dict[str, Any]] = [
+    {
+        "name": "sort",
+        "in": "query",
+        "schema": {"type": "string", "default": "updated"},
+        "description": "`updated`, or a numeric flat summary path such as `loss.min` (see /paths). "
+        "Runs without a number at that path are not listed in that order.",
+    },
+    {"name": "order", "in": "query", "schema": {"enum": ["desc", "asc"], "default": "desc"}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    {
+        "name": "col",
+        "in": "query",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "maxItems": MAX_COLUMNS, "items": {"type": "string"}},
+        "description": "flat summary paths to return per run (repeat the parameter); "
+        "default: the sort path, the paths the filters test and a few of the project's paths",
+    },
+    {
+        "name": "where",
+        "in": "query",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "maxItems": MAX_WHERE, "items": {"type": "string"}},
+        "description": _WHERE_HELP,
+    },
+]
+_LIMIT_CSV = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": CSV_MAX_ROWS},
+    "description": "at most this many runs (default: every matching run)",
+}
 _VALUE = {"description": 'a JSON summary value; non-finite floats are the strings "NaN", "Infinity", "-Infinity"'}
 
 
@@ -68,33 +115,19 @@ def openapi() -> dict[str, Any]:
                 "get": {
                     "summary": "one page of the runs table, sorted by last update or by a numeric summary path "
                     "(from the project's sorted sets)",
-                    "parameters": [
-                        *_PROJECT,
-                        {
-                            "name": "sort",
-                            "in": "query",
-                            "schema": {"type": "string", "default": "updated"},
-                            "description": "`updated`, or a numeric flat summary path such as `loss.min` (see /paths). "
-                            "Runs without a number at that path are not listed in that order.",
-                        },
-                        {"name": "order", "in": "query", "schema": {"enum": ["desc", "asc"], "default": "desc"}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                        },
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
-                        {
-                            "name": "col",
-                            "in": "query",
-                            "style": "form",
-                            "explode": True,
-                            "schema": {"type": "array", "maxItems": MAX_COLUMNS, "items": {"type": "string"}},
-                            "description": "flat summary paths to return per run (repeat the parameter); "
-                            "default: the sort path and a few of the project's paths",
-                        },
-                    ],
+                    "parameters": [*_PROJECT, *_TABLE],
                     "responses": _responses(_json("RunsPage")),
+                }
+            },
+            "/api/projects/{entity}/{project}/runs.csv": {
+                "get": {
+                    "summary": "the runs of a query as CSV: a header (run_id, name, state, updated in ms, then the "
+                    "columns), one row per run; with the same sort, order, col and where as /runs, and every matching "
+                    f"run unless limit is given (at most {CSV_MAX_ROWS:,}): `pandas.read_csv(url)`",
+                    "parameters": [*_PROJECT, *_TABLE[:2], _LIMIT_CSV, *_TABLE[3:]],
+                    "responses": _responses(
+                        {"description": "CSV (RFC 4180)", "content": {"text/csv": {"schema": {"type": "string"}}}}
+                    ),
                 }
             },
             "/api/projects/{entity}/{project}/paths": {
@@ -179,9 +212,14 @@ def openapi() -> dict[str, Any]:
                         "generation": {"type": "string"},
                         "sort": {"type": "string"},
                         "order": {"enum": ["desc", "asc"]},
+                        "where": {"type": "array", "items": {"type": "string"}, "description": "the filters, canonical"},
                         "limit": {"type": "integer"},
                         "offset": {"type": "integer"},
-                        "total": {"type": "integer", "description": "runs in this order (all runs when sorting by `updated`)"},
+                        "total": {
+                            "type": "integer",
+                            "description": "runs in this order that pass the filters (all runs when sorting by "
+                            "`updated` without filters)",
+                        },
                         "project_runs": {"type": "integer"},
                         "columns": {"type": "array", "items": {"type": "string"}},
                         "paths": {"type": "array", "items": {"type": "string"}},

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 from consumer.tables import format_value
 from consumer.web.params import TableQuery
-from consumer.web.widgets import nested_table, percentile_bar
+from consumer.web.widgets import filter_bar, nested_table, percentile_bar
 from schemas.paths import escape_segment
 from schemas.text import printable
 
@@ -81,6 +81,7 @@ def _query(q: TableQuery, **changes: Any) -> str:
     pairs: list[tuple[str, str]] = [("sort", sort), ("order", changes.get("order", q.order))]
     pairs += [("limit", str(changes.get("limit", q.limit))), ("offset", str(changes.get("offset", q.offset)))]
     pairs += [("col", c) for c in changes.get("columns", q.columns)]
+    pairs += [("where", w) for w in changes.get("where", q.where)]
     return "?" + urlencode(pairs)
 
 
@@ -121,7 +122,11 @@ def table_fragment(doc: dict[str, Any], q: TableQuery) -> str:
         pages.append(f'<a href="{e(_query(q, offset=(total - 1) // q.limit * q.limit))}">last &raquo;</a>')
     shown = f"runs {first:,}&ndash;{last:,} of {total:,}" if doc["runs"] else f"no runs here ({total:,} in this order)"
     extra = ""
-    if doc["sort"] != "updated" and total < doc["project_runs"]:
+    if q.where:
+        shown = shown if doc["runs"] or total else "no runs match the filters"
+        plural = "s" if len(q.where) > 1 else ""
+        extra = f' <span id="matched">({total:,} of {doc["project_runs"]:,} runs match the {len(q.where)} filter{plural})</span>'
+    elif doc["sort"] != "updated" and total < doc["project_runs"]:
         extra = f" ({doc['project_runs'] - total:,} runs have no number at {t(doc['sort'])} and are not listed in this order)"
     return (
         f'<div class="scroll"><table id="runs"><thead><tr>{"".join(head)}</tr></thead>'
@@ -139,7 +144,7 @@ def _picker(doc: dict[str, Any], q: TableQuery) -> str:
     """Check boxes in a GET form; a path (or a current sort or column) that a form cannot carry as it is gets a link
     instead (its URL holds the path percent-encoded), so every listed path can be pinned exactly as folded."""
     columns: list[str] = doc["columns"]
-    as_form = all(_form_safe(v) for v in (doc["sort"], *columns))
+    as_form = all(_form_safe(v) for v in (doc["sort"], *columns, *q.where))
 
     def link(path: str) -> str:
         pinned = path in columns
@@ -157,7 +162,7 @@ def _picker(doc: dict[str, Any], q: TableQuery) -> str:
     if not as_form:
         return f'<details id="picker">{summary}<div class="boxes">{boxes}</div></details>'
     others = "".join(f'<input type="hidden" name="col" value="{e(c)}">' for c in columns if c not in doc["paths"])
-    keep = (("sort", doc["sort"]), ("order", q.order), ("limit", q.limit))
+    keep = [("sort", doc["sort"]), ("order", q.order), ("limit", q.limit), *(("where", w) for w in q.where)]
     hidden = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in keep)
     return (
         f'<details id="picker">{summary}<form method="get">{hidden}{others}<div class="boxes">{boxes}</div>'
@@ -165,11 +170,26 @@ def _picker(doc: dict[str, Any], q: TableQuery) -> str:
     )
 
 
+def _filters(doc: dict[str, Any], q: TableQuery) -> str:
+    """The filter bar: a GET form, so its state is the URL's where=... (with the sort, order and pinned columns)."""
+    state = [("sort", doc["sort"]), ("order", q.order)] + [("col", c) for c in q.columns]
+    wheres = [("where", w) for w in q.where]
+    csv_query = state[:2] + [("col", c) for c in doc["columns"]] + wheres  # what the page shows, every matching run
+    hidden = [*state, ("limit", str(q.limit)), *wheres]
+    return filter_bar(
+        [(w, _query(q, where=[x for x in q.where if x != w], offset=0)) for w in q.where],
+        hidden if all(_form_safe(v) for _, v in hidden) else None,
+        clear=_query(q, where=(), offset=0) if q.where else None,
+        csv=f"/api/projects/{quote(doc['project'])}/runs.csv?{urlencode(csv_query)}",
+        paths=doc["paths"],
+    )
+
+
 def project_page(doc: dict[str, Any], q: TableQuery, fragment_url: str) -> str:
     project = doc["project"]
     body = (
         f"<h1>{e(project)}</h1><p class=\"muted\">{doc['project_runs']:,} runs · sorted by {t(doc['sort'])} "
-        f"({e(doc['order'])}) · generation {e(doc['generation'])}</p>{_picker(doc, q)}"
+        f"({e(doc['order'])}) · generation {e(doc['generation'])}</p>{_filters(doc, q)}{_picker(doc, q)}"
         f'<div id="table-area">{table_fragment(doc, q)}</div>'
     )
     live = {"events": f"/api/projects/{quote(project)}/changes", "refresh": fragment_url, "target": "table-area"}

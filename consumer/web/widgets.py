@@ -1,17 +1,67 @@
-"""Small HTML pieces: a nested table for dicts, and the percentile bar of a tensor's stats (inline SVG)."""
+"""Small HTML pieces: a nested table for dicts, the percentile bar of a tensor's stats (inline SVG), the filter bar."""
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from schemas.text import printable
 
-__all__ = ["nested_table", "percentile_bar"]
+__all__ = ["FILTER_HELP", "filter_bar", "nested_table", "percentile_bar"]
 
 _WIDTH, _HEIGHT, _PAD = 320.0, 34.0, 6.0
+_SUGGESTED = 200  # summary paths offered as the filter box's suggestions
+FILTER_HELP = (
+    'path op value: acc.best > 0.9 · state = finished · tags in ["a","b"] · config.optimizer = adam · '
+    "ops > >= < <= = != in nin · paths: numeric summary paths, state, tags, group, job_type, config.KEY · "
+    "a box may join conditions with or; the boxes are ANDed"
+)
+
+
+def _text(value: object) -> str:
+    """User text as element content (as pages.t): unprintable characters escaped, HTML-escaped, direction isolated."""
+    return f"<bdi>{html.escape(printable(str(value)), quote=True)}</bdi>"
+
+
+def _attr(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def filter_bar(
+    chips: Sequence[tuple[str, str]],
+    hidden: Sequence[tuple[str, str]] | None,
+    *,
+    clear: str | None,
+    csv: str,
+    paths: Sequence[str],
+) -> str:
+    """The runs table's filter bar: each filter (*chips*: text, the URL without it) with a link that removes it, a
+    box that adds one (a GET form carrying *hidden*: the sort, order, pinned columns and filters, so the new URL
+    holds all of it), a link that removes them all (*clear*) and the CSV export of the query (*csv*). With *hidden*
+    None (a value a form cannot send back as it is: NUL, CR, LF) the box is left out: the links still work."""
+    listed = "".join(
+        f'<span class="chip" data-where="{_attr(text)}"><code>{_text(text)}</code>'
+        f'<a class="remove" href="{_attr(href)}" title="remove this filter" aria-label="remove this filter">&times;</a></span>'
+        for text, href in chips
+    )
+    extra = f'<a id="clear-filters" href="{_attr(clear)}">clear filters</a>' if clear else ""
+    export = f'<a id="csv" href="{_attr(csv)}" title="the filtered runs and the columns shown, as CSV">CSV</a>'
+    if hidden is None:
+        box = '<span class="muted">remove a filter or column holding a line break to add another</span>'
+    else:
+        keep = "".join(f'<input type="hidden" name="{_attr(k)}" value="{_attr(v)}">' for k, v in hidden)
+        options = "".join(f'<option value="{_attr(p)} "></option>' for p in paths[:_SUGGESTED])
+        box = (
+            f'{keep}<input id="where" type="text" name="where" placeholder="acc.best &gt; 0.9" list="where-paths" '
+            f'autocomplete="off" spellcheck="false" aria-label="add a filter" title="{_attr(FILTER_HELP)}">'
+            f'<datalist id="where-paths">{options}</datalist><button type="submit">filter</button>'
+        )
+    return (
+        f'<form id="filters" method="get" role="search"><span class="chips">{listed}</span>{box}{extra}{export}</form>'
+        f'<p class="muted help">{html.escape(FILTER_HELP)}</p>'
+    )
 
 
 def nested_table(value: Any, cell: Callable[[Any], str]) -> str:
