@@ -1,9 +1,10 @@
 """`metricfold demo`: the main job, end to end, against the configured Kafka and Redis.
 
 Several trainer processes (two ranks for each of a few runs) log through the SDK with define_metric
-(min, max, best) and summary overrides; the consumer folds the topic into Redis; then the runs table with
-pinned summary columns and one run's full summary are printed from Redis; finally the runs page is served
-(`metricfold serve`) until Ctrl-C, unless `--no-serve`.
+(min, max, best, and the loss and gradient norm at the best accuracy's step: at_best) and summary overrides;
+the consumer folds the topic into Redis; then the runs table with pinned summary columns, the same table
+filtered (`acc.best > 0.9`, `loss.min < 0.5`) and one run's full summary are printed from Redis; finally the
+runs page is served (`metricfold serve`) until Ctrl-C, unless `--no-serve`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 from consumer.kafka_io import ensure_topics
 from schemas.settings import Settings
 
-__all__ = ["run_demo", "run_trainers", "simulate_trainer"]
+__all__ = ["DEMO_FILTER", "run_demo", "run_trainers", "simulate_trainer"]
 
 RUNS = ("resnet50-lr3e-4", "resnet50-lr1e-3", "vit-b16-lr3e-4")
+#: the filtered table of step 4 (text filters, as `metricfold runs --where` takes them)
+DEMO_FILTER = ("acc.best > 0.9", "loss.min < 0.5")
 RANKS = 2
 STEPS = 300
 
@@ -42,7 +45,7 @@ def simulate_trainer(settings: Settings, project: str, run_id: str, rank: int, s
     )
     with run:
         run.define_metric("loss", summary="min,last")
-        run.define_metric("acc", summary="best", objective="maximize")
+        run.define_metric("acc", summary="best", objective="maximize", at_best=["loss", "grad.norm"])
         run.define_metric("val/*", summary="mean,last")
         best_accuracy = 0.0
         for step in range(steps):
@@ -82,6 +85,7 @@ def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port
     from consumer.runner import Consumer
     from consumer.store import Store
     from consumer.tables import print_run, print_runs
+    from schemas.filters import parse_where
 
     ensure_topics(settings)
     project = time.strftime("vision-%Y%m%d-%H%M%S")
@@ -113,18 +117,29 @@ def run_demo(settings: Settings, *, steps: int = STEPS, serve: bool = True, port
             sort="acc.best",
             ascending=False,
             limit=20,
-            columns=["loss.min", "acc.best", "acc.best_step", "best_accuracy", "val/loss.mean", "weights.mean"],
+            columns=["loss.min", "acc.best", "acc.best_step", "acc.at_best.loss", "best_accuracy", "weights.mean"],
         )
-        print("\n4. one run's summary\n")
+        print(f"\n4. the same table filtered: {' and '.join(DEMO_FILTER)} (from the sorted sets)\n")
+        print_runs(
+            store,
+            f"demo/{project}",
+            sort="acc.best",
+            ascending=False,
+            limit=20,
+            columns=["acc.best", "loss.min", "acc.at_best.loss"],
+            where=parse_where(DEMO_FILTER),
+        )
+        print("\n5. one run's summary\n")
         print_run(f"demo/{project}/{RUNS[0]}", store.read_run(f"demo/{project}/{RUNS[0]}"))
-    print(f"\nTry: metricfold summary demo/{project}/{RUNS[1]}   or   metricfold runs demo/{project} --sort loss.min --ascending")
+    print(f"\nTry: metricfold summary demo/{project}/{RUNS[1]}   or   metricfold runs demo/{project} --sort loss.min --ascending"
+          f"   or   metricfold runs demo/{project} --where 'acc.at_best.loss < 0.5' --csv")
     if not serve:
         return 0
     return _serve_page(settings, f"demo/{project}", port)
 
 
 def _serve_page(settings: Settings, project: str, port: int) -> int:
-    """5. The runs page of the demo project, served until Ctrl-C (needs the serve extra)."""
+    """6. The runs page of the demo project, served until Ctrl-C (needs the serve extra)."""
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -134,8 +149,8 @@ def _serve_page(settings: Settings, project: str, port: int) -> int:
     from consumer.web.server import serve
     from schemas.errors import ConfigError
 
-    print("\n5. the runs page, sorted by acc.best with pinned columns (live: run more trainers and watch it change)\n")
-    query = "?sort=acc.best&col=acc.best&col=loss.min&col=best_accuracy&col=val%2Floss.mean&col=weights.mean"
+    print("\n6. the runs page, sorted by acc.best with pinned columns (live: run more trainers and watch it change)\n")
+    query = "?sort=acc.best&col=acc.best&col=acc.at_best.loss&col=loss.min&col=best_accuracy&col=weights.mean"
     try:
         return serve(settings, port=port, open_path=f"/projects/{project}{query}")
     except ConfigError as exc:  # the port is taken: any free one

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from consumer.demo import RANKS, RUNS, STEPS
+from consumer.demo import DEMO_FILTER, RANKS, RUNS, STEPS
 from consumer.store import Store
 from schemas.settings import Settings
 
@@ -36,6 +36,15 @@ def test_demo_runs_the_trainers_folds_them_and_prints_what_redis_holds(settings:
         # the table shows each run's best accuracy as Redis holds it
         row = next(line for line in done.stdout.splitlines() if line.startswith(f"{run_id} "))
         assert f"{run['summary']['acc']['best']:.6g}" in row.split()
+    # at_best: the loss and gradient norm logged in the call of the best accuracy
+    for run in runs.values():
+        assert set(run["summary"]["acc"]["at_best"]) == {"loss", "grad.norm"}
+    # the filtered table lists exactly the runs that pass DEMO_FILTER as Redis holds them
+    assert DEMO_FILTER == ("acc.best > 0.9", "loss.min < 0.5")
+    expected = {r for r, run in runs.items() if run["summary"]["acc"]["best"] > 0.9 and run["summary"]["loss"]["min"] < 0.5}
+    assert expected and expected != set(RUNS)  # the filter keeps some runs and drops others
+    filtered = done.stdout.split("4. the same table filtered", 1)[1].split("5. one run's summary", 1)[0]
+    assert {line.split()[0] for line in filtered.splitlines() if line.split() and line.split()[0] in RUNS} == expected
     first = runs[RUNS[0]]
     assert f"run {project[1]}/{RUNS[0]}  name={RUNS[0]}  state=finished  events={first['meta']['events']}" in done.stdout
     assert "Traceback" not in done.stderr
