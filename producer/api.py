@@ -39,7 +39,7 @@ from schemas.tensors import from_npy
 if TYPE_CHECKING:
     from consumer.store import StoreReader
 
-__all__ = ["Api", "ApiRun", "ApiSummary", "Loader"]
+__all__ = ["Api", "ApiRun", "ApiSummary", "Loader", "open_store_reader"]
 
 Loader = Callable[[str], dict[str, Any]]
 
@@ -203,7 +203,7 @@ class ApiRun:
         if sha is None:
             known = sorted(self._data.get("tensors", {}))
             raise KeyError(f"summary[{key!r}] of {self.path} is not a tensor (tensor keys: {known})")
-        with _open_reader(self._settings) as reader:
+        with open_store_reader(self._settings) as reader:
             blob = reader.read_blob(self.path, sha, generation=self._data["generation"])
         if blob is None:
             raise RunNotFound(f"the tensor bytes of {self.path} summary[{key!r}] are gone (was the generation replaced?)")
@@ -222,7 +222,7 @@ class ApiRun:
         self.close()
 
 
-def _open_reader(settings: Settings) -> StoreReader:
+def open_store_reader(settings: Settings) -> StoreReader:
     """The store's public read interface (the web page's too), imported on first use: ``import producer`` imports
     neither the consumer package nor redis."""
     from consumer.store import open_reader
@@ -231,7 +231,7 @@ def _open_reader(settings: Settings) -> StoreReader:
 
 
 def _read_run(settings: Settings, path: str) -> dict[str, Any]:
-    with _open_reader(settings) as reader:
+    with open_store_reader(settings) as reader:
         return reader.read_run(path)
 
 
@@ -276,7 +276,7 @@ class Api:
         entity, name, _ = parse_run_path(f"{project}/x")
         descending = order.startswith("-")
         path = order.lstrip("+-")
-        with _open_reader(self.settings) as reader:
+        with open_store_reader(self.settings) as reader:
             page = reader.read_table(
                 f"{entity}/{name}", sort=None if path == "updated" else path, descending=descending, offset=offset,
                 limit=limit, where=where,

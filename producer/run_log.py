@@ -3,12 +3,14 @@
 A flat dict of str keys and float values (the usual training metrics) takes the fast path straight into the
 columns; anything else is converted and checked in full first (``schemas.values.Converter``). Either way
 nothing is sent if any key or value is refused, and the call never waits on the network. Steps (RULES.md §4
-rule 14): ``log(d, step=s)`` uses s; ``log(d)`` uses this producer's next auto step (see producer.runs).
+rule 14): ``log(d, step=s)`` uses s; ``log(d)`` uses this producer's next auto step (see producer.runs);
+``commit=False`` (rule 21) logs at that step without moving on, so the next call logs at the same step.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,18 @@ def _check_step(step: object) -> int:
     raise ValidationError(f"step must be a whole number from 0 to 2**63-1, got {step!r}", key="step", value=step)
 
 
+def check_commit(commit: object) -> bool | None:
+    """``log(commit=)``: None, True or False (a numpy bool too)."""
+    if commit is None or isinstance(commit, (bool, np.bool_)):
+        return None if commit is None else bool(commit)
+    raise ValidationError(f"commit must be True, False or None, got {commit!r:.60}", key="commit", value=commit)
+
+
+def warn_sync_ignored(stacklevel: int) -> None:
+    """W&B's deprecated ``log(sync=)``: accepted, and has no effect here."""
+    warnings.warn("log(sync=...) is W&B's and is ignored by metricfold", stacklevel=stacklevel + 1)
+
+
 class RunLog:
     """The logging part of a ``producer.runs.Run`` (its other events and finishing are there)."""
 
@@ -54,11 +68,22 @@ class RunLog:
     def _closed_error(self) -> MetricfoldError:
         return MetricfoldError(f"run {self.path} is finished: call producer.init() to start another")
 
-    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+    def log(
+        self, data: Mapping[str, Any], step: int | None = None, commit: bool | None = None, sync: bool | None = None
+    ) -> None:
         """Log a dict of values at *step* (default: this producer's next auto step). Never waits on the
-        network; validates everything first and sends nothing if any key or value is refused."""
+        network; validates everything first and sends nothing if any key or value is refused.
+
+        ``commit=False`` logs at the step without moving on: the next call (without ``step=``) logs at the same
+        step, and the first one with ``commit`` None or True moves on after it (RULES.md §4 rule 21), e.g.
+        ``log({"train/loss": l}, commit=False)`` then ``log({"val/loss": v})``: both at one step. ``sync`` is W&B's
+        (deprecated there): a warning says it is ignored."""
         if self._finished:
             raise self._closed_error()
+        if commit is not None and commit is not True and commit is not False:
+            commit = check_commit(commit)
+        if sync is not None:
+            warn_sync_ignored(2)
         if type(data) is dict and len(data) <= self._max_values:
             max_len = self._max_key_length
             for k, v in data.items():
@@ -67,11 +92,11 @@ class RunLog:
                 if not k.isascii() or not k.isprintable():  # other keys: checked in full (check_label)
                     break
             else:
-                self._log_floats(data, step)
+                self._log_floats(data, step, commit)
                 return
-        self._log_general(data, step)
+        self._log_general(data, step, commit)
 
-    def _log_floats(self, data: dict[str, float], step: int | None) -> None:
+    def _log_floats(self, data: dict[str, float], step: int | None, commit: bool | None) -> None:
         """Fast path: a flat dict of str keys and float values goes straight into the LogBlock columns."""
         if step is not None:
             step = _check_step(step)
@@ -83,7 +108,7 @@ class RunLog:
             self._seq = seq + 1
             if step is None:
                 step = self._next_step
-            self._next_step = step + 1
+            self._next_step = step if commit is False else step + 1  # rule 21: commit=False stays at the step
             pending = sender.pending
             block = pending.block
             if block is None:
@@ -113,7 +138,7 @@ class RunLog:
             if pending.nbytes >= self._target_bytes or len(block.steps) >= self._max_batch_events:
                 sender.seal_locked()
 
-    def _log_general(self, data: Mapping[str, Any], step: int | None) -> None:
+    def _log_general(self, data: Mapping[str, Any], step: int | None, commit: bool | None) -> None:
         converter = Converter(self.limits)
         floats: list[tuple[PathKey, float]] = []
         extras: list[tuple[PathKey, Any]] = []
@@ -134,7 +159,7 @@ class RunLog:
             self._seq = seq + 1
             if step is None:
                 step = self._next_step
-            self._next_step = step + 1
+            self._next_step = step if commit is False else step + 1  # rule 21: commit=False stays at the step
             block = pending.block
             if block is None:
                 if pending.events == 0:

@@ -6,6 +6,8 @@ or ranks writing one run never share one), a seq (0, 1, 2, ... per producer, no 
 Steps (RULES.md §4 rule 14): ``log(d, step=s)`` uses s; ``log(d)`` uses this producer's next auto step,
 which is the last step it logged + 1 (starting at 0), as in W&B. So after ``log(d, step=10)`` an auto
 step is 11; after ``log(d, step=3)`` it is 4 again. Steps that go backwards are sent, never dropped.
+``log(d, commit=False)`` (rule 21) logs at the step without moving on. ``notes``, ``group`` and ``job_type``
+travel in RunStarted (None when not given).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class Run(RunLog):
         sender: Sender,
         producer_id: str,
         on_finish: Callable[[Run], None] | None = None,
+        notes: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
     ) -> None:
         self.entity, self.project, self.id = entity, project, run_id
         self.path = f"{entity}/{project}/{run_id}"
@@ -57,6 +62,7 @@ class Run(RunLog):
         self.name = name if name is not None else run_name(run_id)
         self.config = config
         self.tags = tags
+        self.notes, self.group, self.job_type = notes, group, job_type  # as given (None: not set)
         self.mode = mode
         self.limits = limits
         self.producer_id = producer_id
@@ -73,9 +79,9 @@ class Run(RunLog):
         self._max_batch_events = sender.options.max_batch_events
         self._target_bytes = sender.options.target_batch_bytes
         self._record_limit = sender.record_limit
-        self._event(
-            RUN_STARTED, {"name": name, "config_json": config_json, "tags": tags}, 256 + len(config_json)
-        )
+        texts = {"notes": notes, "group": group, "job_type": job_type}
+        nbytes = 256 + len(config_json) + 4 * sum(len(t) for t in texts.values() if t is not None)
+        self._event(RUN_STARTED, {"name": name, "config_json": config_json, "tags": tags, **texts}, nbytes)
 
     def __repr__(self) -> str:
         return f"<Run {self.path} producer={self.producer_id} {'finished' if self._finished else 'open'}>"

@@ -33,7 +33,7 @@ from schemas.events import (
 )
 from schemas.limits import Limits, check_run_part
 from schemas.paths import check_key
-from schemas.run_fields import check_config_json, check_run_name, check_tags
+from schemas.run_fields import check_config_json, check_run_label, check_run_name, check_run_notes, check_tags
 from schemas.tensors import TENSOR_KINDS
 from schemas.values import INT64_MAX, Converter, to_python
 
@@ -104,6 +104,9 @@ def _check_event(name: str, datum: Mapping[str, Any], limits: Limits) -> int:
         check_run_name(datum["name"], limits)
         check_config_json(datum["config_json"])
         check_tags(datum["tags"], limits)
+        check_run_notes(datum["notes"], limits)  # decoded to the current schema: null in older records
+        check_run_label(datum["group"], "group", limits)
+        check_run_label(datum["job_type"], "job_type", limits)
     elif name == LOG:
         _check_seq(name, datum["step"], "step")
         _check_logged({key: _python(wire) for key, wire in datum["values"].items()}, limits)

@@ -1,4 +1,5 @@
-"""The run fields a trainer gives at ``init``: name, tags and config, checked by the SDK and again by the fold.
+"""The run fields a trainer gives at ``init``: name, tags, config, notes, group and job_type, checked by the SDK
+and again by the fold.
 
 The SDK calls these before it sends a RunStarted event; the fold calls them on what arrives, with
 ``printable=False`` for names and tags (unprintable names and tags sent before that rule still fold; readers
@@ -19,7 +20,7 @@ from schemas.errors import LimitExceeded, ValidationError
 from schemas.limits import Limits
 from schemas.text import check_label, check_text
 
-__all__ = ["check_config_json", "check_run_name", "check_tags", "config_json"]
+__all__ = ["check_config_json", "check_run_label", "check_run_name", "check_run_notes", "check_tags", "config_json"]
 
 
 def check_tags(tags: object, limits: Limits, *, printable: bool = True) -> list[str]:
@@ -61,6 +62,39 @@ def check_run_name(name: object, limits: Limits, *, printable: bool = True) -> s
             value=name,
         )
     return (check_label if printable else check_text)(name, "the run name")
+
+
+def check_run_label(value: object, field: str, limits: Limits, *, printable: bool = True) -> str | None:
+    """A run's ``group`` or ``job_type`` (*field*): None, or a str of at most ``max_key_length`` characters,
+    printable for the SDK (as a tag: the runs table filters and shows it). "" is the same as None (not set)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > limits.max_key_length:
+        raise ValidationError(
+            f"{field} must be a str of at most max_key_length={limits.max_key_length} characters, "
+            f"got {type(value).__name__} {value!r:.60}",
+            key=field,
+            value=value,
+        )
+    return (check_label if printable else check_text)(value, f"the run's {field}")
+
+
+def check_run_notes(notes: object, limits: Limits, *, printable: bool = True) -> str | None:
+    """A run's notes: None, or a str of at most ``max_string_length`` characters; several lines and tabs are
+    fine, other control and text-direction characters are refused by the SDK (as in a run name). "" is None."""
+    if notes is None or notes == "":
+        return None
+    if not isinstance(notes, str) or len(notes) > limits.max_string_length:
+        raise ValidationError(
+            f"notes must be a str of at most max_string_length={limits.max_string_length} characters, "
+            f"got {type(notes).__name__} of length {len(notes) if isinstance(notes, str) else '-'}",
+            key="notes",
+            value=notes,
+        )
+    if not printable:
+        return check_text(notes, "the run's notes")
+    check_label(notes.replace("\n", " ").replace("\t", " "), "the run's notes")  # same length: same positions
+    return notes
 
 
 def _config_default(value: Any) -> Any:

@@ -142,7 +142,7 @@ def test_old_writer_bytes_decode_with_the_new_reader(tmp_path: Path) -> None:
     for path in SCHEMA_DIR.glob("*.avsc"):
         shutil.copy(path, tmp_path / path.name)
     old = json.loads((SCHEMA_DIR / "metricfold.RunStarted.avsc").read_text())
-    old["fields"] = [f for f in old["fields"] if f["name"] not in ("config_json", "tags")]
+    old["fields"] = [f for f in old["fields"] if f["name"] not in ("config_json", "tags", "notes", "group", "job_type")]
     (tmp_path / "history").mkdir()
     (tmp_path / "history" / "metricfold.RunStarted.1.avsc").write_text(json.dumps(old))
     codec = Codec(tmp_path)
@@ -154,7 +154,7 @@ def test_old_writer_bytes_decode_with_the_new_reader(tmp_path: Path) -> None:
     name, datum = codec.decode(old_bytes)
 
     assert name == "metricfold.RunStarted"
-    assert datum == {**envelope, "name": "n", "config_json": "{}", "tags": []}
+    assert datum == {**envelope, "name": "n", "config_json": "{}", "tags": [], "notes": None, "group": None, "job_type": None}
     with pytest.raises(UnknownSchemaError):
         default_codec().decode(old_bytes)  # without the history file the old writer is unknown
 

@@ -21,7 +21,7 @@ from schemas.errors import LimitExceeded, ValidationError
 from schemas.events import DEFINE_METRIC, LOG, RUN_FINISHED, RUN_STARTED, SUMMARY_UPDATE
 from schemas.limits import Limits
 from schemas.paths import check_key
-from schemas.run_fields import check_config_json, check_run_name, check_tags
+from schemas.run_fields import check_config_json, check_run_label, check_run_name, check_run_notes, check_tags
 
 __all__ = ["HANDLERS", "Handler"]
 
@@ -119,13 +119,22 @@ def _prepare_started(state: RunState, datum: Mapping[str, Any], limits: Limits) 
     name = check_run_name(datum.get("name"), limits, printable=False)
     config = check_config_json(datum.get("config_json", "{}"))
     tags = check_tags(datum.get("tags") or (), limits, printable=False)
-    return name, canonical_json(config), tags
+    notes = check_run_notes(datum.get("notes"), limits, printable=False)  # absent in RunStarted version 1
+    group = check_run_label(datum.get("group"), "group", limits, printable=False)
+    job_type = check_run_label(datum.get("job_type"), "job_type", limits, printable=False)
+    return name, canonical_json(config), tags, notes, group, job_type
 
 
 def _apply_started(state: RunState, datum: Mapping[str, Any], payload: Any) -> None:
-    name, config, tags = payload
+    name, config, tags, notes, group, job_type = payload
     if name is not None:
         state.name = name
+    if notes is not None:  # notes, group, job_type: the last one given wins, as the name
+        state.notes = notes
+    if group is not None:
+        state.group = group
+    if job_type is not None:
+        state.job_type = job_type
     if config != "{}" or state.config is None:  # the last non-empty config wins ("{}" is the wire default)
         state.config = config
     state.tags = state.tags + [t for t in dict.fromkeys(tags) if t not in state.tags]  # union, first-seen order

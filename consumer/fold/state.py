@@ -10,7 +10,8 @@
 - ``overrides``: top-level key -> (plain value, tensor refs) set by summary updates (rules 15, 17).
 - ``hidden``: top-level keys removed from the summary and not logged since (rule 16).
 - ``at_best``: what rule 20 keeps (consumer.fold.at_best); written only when it keeps something.
-- run meta: name, config (canonical JSON text), tags, status, exit_code, created/updated (ts_ms), events.
+- run meta: name, config (canonical JSON text), tags, status, exit_code, created/updated (ts_ms), events; and
+  notes, group, job_type, written only when set (absent: None).
 
 Besides, derived from the above and rebuilt on load: ``interior`` (leaf path prefixes), ``resolver``,
 ``good_paths`` and ``definitions_json`` (caches); and ``tracker``, the ``ChangeTracker`` the fold tells of its
@@ -108,6 +109,9 @@ class RunState:
         self.name: str | None = None
         self.config: str | None = None
         self.tags: list[str] = []
+        self.notes: str | None = None  # notes, group, job_type: in the document only when set
+        self.group: str | None = None
+        self.job_type: str | None = None
         self.status: str | None = None
         self.exit_code: int | None = None
         self.created: int | None = None
@@ -164,6 +168,23 @@ def _tensor_refs(rows: list[list[str]]) -> TensorRefs:
     return tuple((rel, sha) for rel, sha in rows)
 
 
+def _meta_document(state: RunState) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": state.name,
+        "config": state.config,
+        "tags": state.tags,
+        "status": state.status,
+        "exit_code": state.exit_code,
+        "created": state.created,
+        "updated": state.updated,
+        "events": state.events,
+    }
+    for field, text in (("notes", state.notes), ("group", state.group), ("job_type", state.job_type)):
+        if text is not None:  # only when given: the states of runs without them keep their bytes
+            meta[field] = text
+    return meta
+
+
 def state_to_bytes(state: RunState) -> bytes:
     """Canonical bytes of the folded state (no change tracking, no tensor bytes: only their SHA-256)."""
     leaves = [
@@ -194,16 +215,7 @@ def state_to_bytes(state: RunState) -> bytes:
         "definitions": [d.to_json() for d in state.definitions],
         "overrides": {k: [value, _refs(refs)] for k, (value, refs) in state.overrides.items()},
         "hidden": sorted(state.hidden),
-        "meta": {
-            "name": state.name,
-            "config": state.config,
-            "tags": state.tags,
-            "status": state.status,
-            "exit_code": state.exit_code,
-            "created": state.created,
-            "updated": state.updated,
-            "events": state.events,
-        },
+        "meta": _meta_document(state),
     }
     at_best = state.at_best.to_json()
     if at_best is not None:  # only when rule 20 keeps something: other states keep their bytes
@@ -245,6 +257,7 @@ def read_state(data: bytes) -> RunState:
     state.hidden = set(document["hidden"])
     meta = document["meta"]
     state.name, state.config, state.tags = meta["name"], meta["config"], meta["tags"]
+    state.notes, state.group, state.job_type = meta.get("notes"), meta.get("group"), meta.get("job_type")
     state.status, state.exit_code = meta["status"], meta["exit_code"]
     state.created, state.updated, state.events = meta["created"], meta["updated"], meta["events"]
     return state

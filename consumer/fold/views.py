@@ -170,6 +170,12 @@ def meta_strings(state: RunState) -> dict[str, str]:
         meta["config"] = state.config
     if state.tags:
         meta["tags"] = canonical_json(state.tags)
+    if state.notes is not None:
+        meta["notes"] = state.notes
+    if state.group is not None:  # "group" and "job_type": the runs table filters on these names
+        meta["group"] = state.group
+    if state.job_type is not None:
+        meta["job_type"] = state.job_type
     if state.definitions:
         if state.definitions_json is None:
             state.definitions_json = canonical_json([d.to_json() for d in state.definitions])

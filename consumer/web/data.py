@@ -151,6 +151,9 @@ def run_document(store: StoreReader, run_path: str) -> dict[str, Any]:
         "events": int(meta.get("events") or 0),
         "config": _json_field(meta.get("config"), {}),
         "tags": _json_field(meta.get("tags"), []),
+        "notes": meta.get("notes"),  # notes, group, job_type: init's, None when never given
+        "group": meta.get("group"),
+        "job_type": meta.get("job_type"),
         "definitions": _json_field(meta.get("definitions"), []),
         "summary": run["summary"],
         "flat": run["flat"],

@@ -259,6 +259,9 @@ def openapi() -> dict[str, Any]:
                         "events": {"type": "integer", "description": "events folded into the run"},
                         "config": {"type": "object"},
                         "tags": {"type": "array", "items": {"type": "string"}},
+                        "notes": {"type": ["string", "null"], "description": "init(notes=); null when never given"},
+                        "group": {"type": ["string", "null"], "description": "init(group=)"},
+                        "job_type": {"type": ["string", "null"], "description": "init(job_type=)"},
                         "definitions": {"type": "array"},
                         "summary": {
                             "type": "object",

@@ -232,6 +232,22 @@ def _value(value: Any, path: str, tensors: dict[str, dict[str, str]]) -> str:
     return f'<span class="{cls}" data-path="{e(path)}">{t(format_value(value))}</span>'
 
 
+def _run_labels(doc: dict[str, Any]) -> str:
+    """init's group and job_type, when given (the runs table filters on them)."""
+    return "".join(
+        f'<dt>{label}</dt><dd id="run-{field}">{t(doc[field])}</dd>'
+        for field, label in (("group", "group"), ("job_type", "job type"))
+        if doc.get(field)
+    )
+
+
+def _notes(notes: str | None) -> str:
+    """init's notes, line by line (each line's unprintable characters escaped, as any user text)."""
+    if not notes:
+        return ""
+    return '<p class="notes" id="run-notes">' + "<br>".join(t(line) for line in notes.split("\n")) + "</p>"
+
+
 def run_summary_fragment(doc: dict[str, Any]) -> str:
     """The run's live part: state, counts and the summary (re-sent to the page when the run changes)."""
     exit_code = "" if doc["exit_code"] is None else f" (exit code {doc['exit_code']})"
@@ -239,7 +255,7 @@ def run_summary_fragment(doc: dict[str, Any]) -> str:
         f'<dl class="facts"><dt>state</dt><dd><span class="state {e(doc["state"])}" id="run-state">{t(doc["state"] or "-")}'
         f"</span>{e(exit_code)}</dd><dt>events folded</dt><dd id=\"run-events\">{doc['events']:,}</dd>"
         f"<dt>created</dt><dd>{e(when(doc['created']))}</dd><dt>updated</dt><dd id=\"run-updated\">{e(when(doc['updated']))}</dd>"
-        f"<dt>tags</dt><dd>{_tags(doc['tags'])}</dd><dt>generation</dt><dd>{e(doc['generation'])}</dd></dl>"
+        f"<dt>tags</dt><dd>{_tags(doc['tags'])}</dd>{_run_labels(doc)}<dt>generation</dt><dd>{e(doc['generation'])}</dd></dl>"
     )
     summary = _summary_rows(doc) or '<tr><td colspan="2">no summary values yet</td></tr>'
     flat = "".join(
@@ -259,7 +275,7 @@ def run_page(doc: dict[str, Any], fragment_url: str) -> str:
     definitions = "".join(f"<li><code>{t(format_value(d))}</code></li>" for d in doc["definitions"])
     body = (
         f'<p class="crumbs"><a href="/projects/{e(quote(project))}">{e(project)}</a> / {e(doc["run_id"])}</p>'
-        f'<h1>{t(title)}</h1><div id="run-live">{run_summary_fragment(doc)}</div>'
+        f'<h1>{t(title)}</h1>{_notes(doc.get("notes"))}<div id="run-live">{run_summary_fragment(doc)}</div>'
         f"<h2>Config</h2>{config}"
         f"<details><summary>metric definitions ({len(doc['definitions'])})</summary><ul>{definitions}</ul></details>"
     )

@@ -43,6 +43,7 @@ VALUES = {
 EVENTS: dict[str, dict[str, Any]] = {
     "metricfold.RunStarted": {
         **ENVELOPE, "seq": 0, "ts_ms": 1700000000000, "name": "golden", "config_json": '{"lr": 0.1}', "tags": ["a", "b"],
+        "notes": "baseline", "group": "sweep-1", "job_type": "train",
     },
     "metricfold.DefineMetric": {
         **ENVELOPE, "seq": 1, "ts_ms": 1700000000001, "name": "acc", "summary": ["max", "best"], "objective": "maximize",
