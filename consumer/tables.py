@@ -18,7 +18,7 @@ from typing import Any
 
 from consumer.store import Store
 from consumer.store.reader import TablePage
-from schemas.filters import Filter, where_texts
+from schemas.filters import BY_UPDATE, Filter, where_texts
 from schemas.text import printable
 
 __all__ = ["format_value", "print_run", "print_runs", "render_table", "runs_csv", "runs_rows"]
@@ -82,15 +82,15 @@ def runs_rows(
     *where*, with those columns (one read of the project's slot: StoreReader.read_table)."""
     shown = list(columns)
     if not shown:
-        if sort and sort != "updated":
+        if sort and sort != BY_UPDATE:
             shown.append(sort)
         for path in store.project_paths(project):
             if len(shown) >= _DEFAULT_COLUMNS:
                 break
             if path not in shown and not path.startswith("_"):
                 shown.append(path)
-    page = store.read_table(project, sort=None if sort == "updated" else sort, descending=not ascending, offset=offset,
-                            limit=limit, columns=shown, where=where)
+    page = store.read_table(project, sort=sort, descending=not ascending, offset=offset, limit=limit, columns=shown,
+                            where=where)
     return shown, page
 
 

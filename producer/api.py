@@ -31,7 +31,7 @@ from producer.transport import KafkaTransport
 from schemas.codec import default_codec
 from schemas.errors import BrokerUnavailable, RunNotFound, ValidationError
 from schemas.events import SUMMARY_UPDATE
-from schemas.filters import parse_filters
+from schemas.filters import BY_UPDATE, parse_filters
 from schemas.limits import Limits, parse_run_path
 from schemas.settings import Settings
 from schemas.tensors import from_npy
@@ -256,7 +256,7 @@ class Api:
         return ApiRun(path, self.settings, self.limits, self.loader, self.timeout_s)
 
     def runs(
-        self, project: str, filters: Mapping[str, Any] | None = None, *, order: str = "-updated", limit: int = 50,
+        self, project: str, filters: Mapping[str, Any] | None = None, *, order: str = f"-{BY_UPDATE}", limit: int = 50,
         offset: int = 0,
     ) -> list[ApiRun]:
         """Runs of ``entity/project`` sorted by a summary path (``"-acc.best"``: largest first) or ``-updated``,
@@ -278,8 +278,7 @@ class Api:
         path = order.lstrip("+-")
         with open_store_reader(self.settings) as reader:
             page = reader.read_table(
-                f"{entity}/{name}", sort=None if path == "updated" else path, descending=descending, offset=offset,
-                limit=limit, where=where,
+                f"{entity}/{name}", sort=path, descending=descending, offset=offset, limit=limit, where=where
             )
             paths = [f"{entity}/{name}/{row['run_id']}" for row in page.rows]
             return [ApiRun(p, self.settings, self.limits, None, self.timeout_s, reader.read_run(p)) for p in paths]

@@ -30,8 +30,12 @@ from typing import Any
 
 from schemas.errors import ValidationError
 
-__all__ = ["FIELDS", "OPS", "Condition", "Filter", "config_value_text", "parse_filters", "parse_where", "where_texts"]
+__all__ = [
+    "BY_UPDATE", "FIELDS", "OPS", "Condition", "Filter", "config_value_text", "parse_filters", "parse_where", "where_texts"
+]
 
+#: the sort that means "last updated first" (the project's runs set), not a summary path: every table read takes it
+BY_UPDATE = "updated"
 #: the comparison operators, as the text spells them
 OPS = (">", ">=", "<", "<=", "=", "!=", "in", "nin")
 #: the run fields a filter may name besides numeric summary paths ("config" with a key: config.<key>)

@@ -21,7 +21,7 @@ from consumer.store.indexes import compile_filter
 from consumer.store.keys import Keys
 from consumer.store.scripts import FunctionLibrary
 from schemas.errors import ConfigError, RunNotFound, StoreUnavailable, ValidationError
-from schemas.filters import Condition, Filter
+from schemas.filters import BY_UPDATE, Condition, Filter
 from schemas.names import run_name
 
 __all__ = ["Reader", "TablePage"]
@@ -143,9 +143,7 @@ class Reader(Generations):
     ) -> tuple[list[str], int]:
         """run_ids of a project sorted by last update or by a numeric flat path, from the sorted sets; and the total.
         An unknown project or sort path raises as `read_table` does (its read: the web's 404 and 400 decision)."""
-        page = self.read_table(
-            project_path, sort=None if sort == "updated" else sort, descending=descending, offset=offset, limit=limit
-        )
+        page = self.read_table(project_path, sort=sort, descending=descending, offset=offset, limit=limit)
         return [row["run_id"] for row in page.rows], page.total
 
     def project_paths(self, project_path: str) -> list[str]:
@@ -172,6 +170,8 @@ class Reader(Generations):
         the *columns* of its flat view. Raises RunNotFound for an unknown project, ValidationError (a ValueError) for an
         unknown sort path: the web's 404 and 400, the CLI's and Api's errors. With *where*, only the runs that pass
         it (read_where.lua; `total` counts them): a path the project does not have matches no run."""
+        if sort == BY_UPDATE:
+            sort = None
         ns = self.settings.namespace
         with _mapped(self.settings):
             generation = self._read_generation()

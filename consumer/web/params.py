@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from schemas.errors import ValidationError
-from schemas.filters import Filter, parse_where, where_texts
+from schemas.filters import BY_UPDATE, Filter, parse_where, where_texts
 from schemas.limits import check_run_part
 
 __all__ = [
@@ -120,8 +120,8 @@ def parse_table_query(
     unknown = sorted(set(params) - {"sort", "order", "limit", "offset", "col", "where"})
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r}: use sort, order, limit, offset, col and where")
-    sort_raw = params.get("sort") or "updated"
-    sort = None if sort_raw == "updated" else _path("sort", sort_raw)
+    sort_raw = params.get("sort") or BY_UPDATE
+    sort = None if sort_raw == BY_UPDATE else _path("sort", sort_raw)
     order = params.get("order") or "desc"
     if order not in ("asc", "desc"):
         raise BadRequest(f"order must be 'asc' or 'desc', got {order!r}")
