@@ -50,17 +50,27 @@ def check_tags(tags: object, limits: Limits, *, printable: bool = True) -> list[
     return out
 
 
+def _bounded_text(
+    value: object, what: str, limit: str, maximum: int, *, key: str | None = None, show: bool = False
+) -> str:
+    """*value* if it is a str of at most *maximum* characters (the limit named *limit*), else the ValidationError
+    that names *what*; it shows the value (*show*: short fields) or only its length (names and notes)."""
+    if not isinstance(value, str) or len(value) > maximum:
+        got = f"{value!r:.60}" if show else f"of length {len(value) if isinstance(value, str) else '-'}"
+        raise ValidationError(
+            f"{what} must be a str of at most {limit}={maximum} characters, got {type(value).__name__} {got}",
+            key=key,
+            value=value,
+        )
+    return value
+
+
 def check_run_name(name: object, limits: Limits, *, printable: bool = True) -> str | None:
     """A run name: None, or a str of at most ``max_string_length`` characters (printable for the SDK, as
     ``check_tags``)."""
     if name is None:
         return None
-    if not isinstance(name, str) or len(name) > limits.max_string_length:
-        raise ValidationError(
-            f"the run name must be a str of at most max_string_length={limits.max_string_length} characters, "
-            f"got {type(name).__name__} of length {len(name) if isinstance(name, str) else '-'}",
-            value=name,
-        )
+    name = _bounded_text(name, "the run name", "max_string_length", limits.max_string_length)
     return (check_label if printable else check_text)(name, "the run name")
 
 
@@ -69,13 +79,7 @@ def check_run_label(value: object, field: str, limits: Limits, *, printable: boo
     printable for the SDK (as a tag: the runs table filters and shows it). "" is the same as None (not set)."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > limits.max_key_length:
-        raise ValidationError(
-            f"{field} must be a str of at most max_key_length={limits.max_key_length} characters, "
-            f"got {type(value).__name__} {value!r:.60}",
-            key=field,
-            value=value,
-        )
+    value = _bounded_text(value, field, "max_key_length", limits.max_key_length, key=field, show=True)
     return (check_label if printable else check_text)(value, f"the run's {field}")
 
 
@@ -84,13 +88,7 @@ def check_run_notes(notes: object, limits: Limits, *, printable: bool = True) ->
     fine, other control and text-direction characters are refused by the SDK (as in a run name). "" is None."""
     if notes is None or notes == "":
         return None
-    if not isinstance(notes, str) or len(notes) > limits.max_string_length:
-        raise ValidationError(
-            f"notes must be a str of at most max_string_length={limits.max_string_length} characters, "
-            f"got {type(notes).__name__} of length {len(notes) if isinstance(notes, str) else '-'}",
-            key="notes",
-            value=notes,
-        )
+    notes = _bounded_text(notes, "notes", "max_string_length", limits.max_string_length, key="notes")
     if not printable:
         return check_text(notes, "the run's notes")
     check_label(notes.replace("\n", " ").replace("\t", " "), "the run's notes")  # same length: same positions
