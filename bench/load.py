@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 from measures import print_measures  # noqa: E402
 
-from consumer.kafka_io import delete_topics, ensure_topics  # noqa: E402
+from consumer.kafka_io import delete_topics, ensure_topics, topic_layout  # noqa: E402
 from consumer.store import Keys  # noqa: E402
 from consumer.store.keys import active_key  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
@@ -273,6 +273,7 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     settings = Settings.from_env(topic=f"bench-load-{tag}", namespace=f"load{tag}")
     ensure_topics(settings)
+    layout = topic_layout(settings, settings.topic)  # read back from the brokers, for the table
     client = redis.Redis.from_url(settings.redis, username=settings.redis_username, password=settings.redis_password)
     consumer_log = REPO / "test-artifacts" / f"load-consumer-{tag}.log"
     consumer_log.parent.mkdir(exist_ok=True)  # every consumer of the group logs here
@@ -423,6 +424,10 @@ def main() -> int:
         "linger_s": args.linger,
         "max_records_per_s": args.max_records_per_s,
         "runs": args.trainers * args.runs,
+        "kafka_brokers": layout.brokers,
+        "partitions": layout.partitions,
+        "replication_factor": layout.replication_factor,
+        "min_insync_replicas": layout.min_insync_replicas,
         "seconds": args.seconds,
         "target_rate": args.rate,
         **batches,
@@ -434,6 +439,8 @@ def main() -> int:
 
     rows = [
         ("trainers x runs, consumers", f"{args.trainers} x {args.runs}, {args.consumers}"),
+        ("Kafka brokers; the topic's partitions, replication factor, min.insync.replicas (read back); the SDK's acks",
+         f"{layout.brokers}; {layout.partitions}, {layout.replication_factor}, {layout.min_insync_replicas}; all"),
         ("logging time (s)", f"{args.seconds:.0f}"),
         ("events logged", f"{total:,}"),
         ("events/s logged and folded (sustained)", f"{events_per_s:,.0f}"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from consumer.kafka_io import event_topic_config, topic_config, topic_partitions
+from consumer.kafka_io import event_topic_config, topic_config, topic_layout
 from schemas.limits import Limits
 from schemas.settings import Settings
 
@@ -35,7 +35,7 @@ def test_event_topic_has_the_settings_the_project_asked_for(settings: Settings) 
         assert reported[key] == value, key
     assert reported["retention.ms"] == "-1"
     assert int(reported["max.message.bytes"]) >= Limits().max_tensor_bytes
-    assert topic_partitions(settings, settings.topic) == settings.partitions
+    assert topic_layout(settings, settings.topic).partitions == settings.partitions
 
 
 def test_dead_letter_topic_exists_with_bounded_retention(settings: Settings) -> None:

@@ -9,12 +9,13 @@ ConfigError) here, so nothing else in `consumer` imports `kafka`.
 """
 
 from consumer.kafka_io.admin import (
+    TopicLayout,
     delete_topics,
     ensure_topics,
     event_topic_config,
     replication_plan,
     topic_config,
-    topic_partitions,
+    topic_layout,
 )
 from consumer.kafka_io.dead_letter_producer import DeadLetterProducer
 from consumer.kafka_io.group import COMMIT_EVERY_S, GroupConsumer, Record
@@ -28,6 +29,7 @@ __all__ = [
     "DeadLetterProducer",
     "GroupConsumer",
     "Record",
+    "TopicLayout",
     "delete_topics",
     "ensure_topics",
     "event_topic_config",
@@ -35,5 +37,5 @@ __all__ = [
     "offsets_for_time",
     "replication_plan",
     "topic_config",
-    "topic_partitions",
+    "topic_layout",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
@@ -18,13 +18,14 @@ from schemas.settings import Settings
 
 __all__ = [
     "DEAD_LETTER_RETENTION_MS",
+    "TopicLayout",
     "dead_letter_topic_config",
     "delete_topics",
     "ensure_topics",
     "event_topic_config",
     "replication_plan",
     "topic_config",
-    "topic_partitions",
+    "topic_layout",
 ]
 
 log = logging.getLogger("consumer.kafka_io")  # the package's lines keep the name they have always had
@@ -135,10 +136,26 @@ def topic_config(settings: Settings, topic: str) -> dict[str, str]:
     return {key: entry["value"] for key, entry in described["topic"][topic].items()}
 
 
-def topic_partitions(settings: Settings, topic: str) -> int:
+class TopicLayout(NamedTuple):
+    """Where a topic lives, as the brokers report it (what a benchmark prints next to its figures)."""
+
+    brokers: int  #: brokers in the cluster, fenced ones left out
+    partitions: int
+    replication_factor: int  #: the fewest replicas any of its partitions has
+    min_insync_replicas: int
+
+
+def topic_layout(settings: Settings, topic: str) -> TopicLayout:
     with _admin(settings) as admin:
+        brokers = [b for b in admin.describe_cluster()["brokers"] if not b.get("is_fenced")]
         (description,) = admin.describe_topics([topic])
-    return len(description["partitions"])
+    partitions = description["partitions"]
+    return TopicLayout(
+        brokers=len(brokers),
+        partitions=len(partitions),
+        replication_factor=min((len(p["replica_nodes"]) for p in partitions), default=0),
+        min_insync_replicas=int(topic_config(settings, topic)["min.insync.replicas"]),
+    )
 
 
 def delete_topics(settings: Settings, topics: list[str]) -> None:
