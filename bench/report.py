@@ -1,8 +1,8 @@
 """`make report`: run the benchmarks and the chaos suite, write docs/REPORT.md and docs/report-load.png.
 
     python bench/report.py [--chaos short|full|none] [--load-seconds 60] [--load-nice 10] [--load-nice-consumers 2]
-                           [--load-capacity-runs 25] [--no-load-fixed-ticks] [--consumer-events 300000]
-                           [--replay-events 500000] [--skip NAME ...]
+                           [--load-capacity-runs 25] [--no-load-fixed-ticks] [--cluster-nodes 3]
+                           [--cluster-port 19892] [--consumer-events 300000] [--replay-events 500000] [--skip NAME ...]
 
 Runs, one after the other, each in its own process against the local stack (`make up`; the connection settings
 come from `deploy/local/stack.sh env admin` unless METRICFOLD_KAFKA / METRICFOLD_REDIS are set): bench/producer.py,
@@ -10,24 +10,29 @@ bench/consumer.py --events N, bench/replay.py --events N, bench/load.py --second
 at --load-nice and --load-nice-consumers consumers: the consumers get the CPU first, as on a cluster where the trainers
 run elsewhere; and again with --load-capacity-runs open runs per trainer: the same events/s from fewer runs, since
 the consumer's cost is per record and per run rather than per event; and again with the SDK's ticks fixed at 0.2 s,
-the tick stretch off, unless --no-load-fixed-ticks), bench/serve.py (when it
-exists), then the chaos suite (`pytest tests/chaos`, short, or full with --chaos full or METRICFOLD_CHAOS=full,
-on its own private stack) with a JUnit XML and each scenario's lost / doubled counts. Every benchmark prints a
-table and a last JSON line; the report keeps both. Progress goes to stderr. The plot shows bench/load.py's
-throughput, lag and freshness over time.
+the tick stretch off, unless --no-load-fixed-ticks), bench/load.py again against a private --cluster-nodes
+Kafka cluster (RF 3, min.insync.replicas=2, acks=all; started on --cluster-port and the next ports, stopped after;
+trainers not niced, one consumer, the dev stack's Redis; `--skip cluster` or --cluster-nodes 0 leaves it out),
+bench/serve.py (when it exists), then the chaos suite (`pytest tests/chaos`, short, or full with --chaos full or
+METRICFOLD_CHAOS=full, on its own private stack) with a JUnit XML and each scenario's lost / doubled counts.
+Every benchmark prints a table and a last JSON line; the report keeps both. Progress goes to stderr. The plot
+shows bench/load.py's throughput, lag and freshness over time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,40 @@ def run_bench(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any]
         result["error"] = (out.stderr or "")[-2000:]
     say(f"  done in {seconds:.0f} s: {'ok' if result['ok'] else 'FAILED'}")
     return result
+
+
+@contextlib.contextmanager
+def kafka_cluster(nodes: int, port: int, env: dict[str, str]) -> Iterator[str]:
+    """A private *nodes*-node Kafka cluster (deploy/local/stack.sh, its own stack directory, brokers on *port*,
+    *port* + 2, ...; controllers on *port* + 1, + 3, ...), started fresh and stopped afterwards: its bootstrap."""
+    stack_dir = REPO / ".stack" / "report-cluster"
+    cluster_env = {**env, "METRICFOLD_STACK_DIR": str(stack_dir), "METRICFOLD_KAFKA_NODES": str(nodes),
+                   "METRICFOLD_KAFKA_PORT": str(port), "METRICFOLD_KAFKA_CONTROLLER_PORT": str(port + 1)}
+    script = ["bash", str(REPO / "deploy" / "local" / "stack.sh")]
+    subprocess.run([*script, "down"], env=cluster_env, capture_output=True)  # a run killed before its cleanup
+    shutil.rmtree(stack_dir, ignore_errors=True)
+    say(f"starting a private {nodes}-node Kafka cluster on 127.0.0.1:{port} ...")
+    try:
+        started = subprocess.run([*script, "start-kafka"], env=cluster_env, capture_output=True, text=True)
+        if started.returncode != 0:
+            raise RuntimeError(f"could not start the {nodes}-node Kafka cluster:\n{started.stderr[-1500:]}")
+        yield ",".join(f"127.0.0.1:{port + 2 * n}" for n in range(nodes))
+    finally:
+        subprocess.run([*script, "down"], env=cluster_env, capture_output=True)
+        shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def run_cluster_load(options: argparse.Namespace, load_args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """bench/load.py as the first load run (trainers not niced, one consumer) against a private Kafka cluster; the
+    dev stack's Redis."""
+    args = [*load_args, "--series", str(ARTIFACTS / "load-series-cluster.json")]
+    try:
+        with kafka_cluster(options.cluster_nodes, options.cluster_port, env) as bootstrap:
+            return run_bench("load:cluster", args, {**env, "METRICFOLD_KAFKA": bootstrap})
+    except RuntimeError as exc:
+        say(f"  {exc}")
+        return {"name": "load:cluster", "args": args, "seconds": 0.0, "ok": False, "json": None, "table": "",
+                "error": str(exc)}
 
 
 def run_chaos(mode: str, env: dict[str, str]) -> dict[str, Any]:
@@ -192,7 +231,7 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
     load = by.get("load", {}).get("json") or {}
     if load:
         ok = load["freshness_p99_ms"] <= 500 and load["events_per_s"] >= 20_000
-        out += ["## Targets (issue 7)", "",
+        out += ["## Targets (issues 7 and 17)", "",
                 "| target | measured | |", "| --- | --- | --- |",
                 f"| freshness p99 <= 500 ms | p99 {load['freshness_p99_ms']} ms (p50 {load['freshness_p50_ms']} ms) | "
                 f"{'met' if load['freshness_p99_ms'] <= 500 else 'NOT met'} |",
@@ -210,6 +249,15 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
             out += [f"| freshness p99 <= 500 ms, {shape} (fewer records/s) | "
                     f"p99 {fewer['freshness_p99_ms']} ms (p50 {fewer['freshness_p50_ms']} ms) at "
                     f"{fewer['events_per_s']:,} events/s | {'met' if fewer['freshness_p99_ms'] <= 500 else 'NOT met'} |"]
+        cluster = by.get("load:cluster", {}).get("json") or {}
+        if cluster:
+            out += [f"| freshness p99 <= 500 ms on a {cluster['kafka_brokers']}-node Kafka cluster (replication factor "
+                    f"{cluster['replication_factor']}, min.insync.replicas {cluster['min_insync_replicas']}, acks=all; "
+                    f"issue 17), {cluster['consumers']} consumer | "
+                    f"p99 {cluster['freshness_p99_ms']} ms (p50 {cluster['freshness_p50_ms']} ms) at "
+                    f"{cluster['events_per_s']:,} events/s | {'met' if cluster['freshness_p99_ms'] <= 500 else 'NOT met'} |"]
+        elif "load:cluster" in by:
+            out += ["| freshness p99 <= 500 ms on the 3-node Kafka cluster (issue 17) | the run failed (below) | |"]
         fixed = by.get("load:fixed-ticks", {}).get("json") or {}
         if fixed:
             out += [f"| for comparison: the first row with the SDK's ticks fixed at {fixed['sdk_linger_ms']} ms (the tick "
@@ -239,11 +287,18 @@ def write_report(runs: list[dict[str, Any]], chaos: dict[str, Any] | None, info:
                             "(a process with more than 40 runs logging ticks every runs / 200 s, 0.25 s here) off, for "
                             f"comparison (`bench/load.py --seconds {options.load_seconds:.0f} --runs {options.load_runs} "
                             "--max-records-per-s 1e9`)",
+        "load:cluster": f"Load against a private {options.cluster_nodes}-node KRaft Kafka cluster on this machine (every "
+                        "topic at replication factor 3 and min.insync.replicas=2, read back from the brokers; the SDK "
+                        "sends with acks=all), as the first load run: trainers not niced, one consumer (`bench/load.py "
+                        f"--seconds {options.load_seconds:.0f} --runs {options.load_runs}` with METRICFOLD_KAFKA at the "
+                        "cluster). The broker JVMs share the machine's cores with everything else; docs/SCALING.md has "
+                        "the scale-out curve",
         "serve": "Web page latency (`bench/serve.py --runs 1000 --requests 100 --browser 0`)",
     }
-    for name in ("load", "load:fixed-ticks", "load:nice", "load:capacity", "producer", "consumer", "replay", "serve"):
+    for name in ("load", "load:fixed-ticks", "load:nice", "load:capacity", "load:cluster", "producer", "consumer",
+                 "replay", "serve"):
         run = by.get(name)
-        if name in ("load:nice", "load:capacity", "load:fixed-ticks") and run is None:
+        if name in ("load:nice", "load:capacity", "load:fixed-ticks", "load:cluster") and run is None:
             continue
         out += [f"## {titles[name]}", ""]
         if run is None:
@@ -304,10 +359,15 @@ def main() -> int:
                         help="also run bench/load.py with this many open runs per trainer (25; 0: do not)")
     parser.add_argument("--no-load-fixed-ticks", dest="load_fixed_ticks", action="store_false",
                         help="do not run bench/load.py a second time with the SDK's ticks fixed at 0.2 s")
+    parser.add_argument("--cluster-nodes", type=int, default=3,
+                        help="also run bench/load.py against a private Kafka cluster of this many nodes (3; 0: do not)")
+    parser.add_argument("--cluster-port", type=int, default=19892,
+                        help="that cluster's first broker port (19892; its nodes take the next even ports, their "
+                             "controllers the odd ones after each)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph for the report's notes (repeatable)")
     parser.add_argument("--consumer-events", type=int, default=300_000)
     parser.add_argument("--replay-events", type=int, default=500_000)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["producer", "consumer", "replay", "load", "serve"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["producer", "consumer", "replay", "load", "cluster", "serve"])
     parser.add_argument("--output", type=Path, default=DOCS / "REPORT.md")
     options = parser.parse_args()
 
@@ -335,6 +395,8 @@ def main() -> int:
     if (REPO / "bench" / "serve.py").exists():
         plan.append(("serve", ["--runs", "1000", "--requests", "100", "--browser", "0"]))
     runs = [run_bench(name, args, env) for name, args in plan if name not in options.skip]
+    if options.cluster_nodes and "cluster" not in options.skip:
+        runs.append(run_cluster_load(options, load_args, env))
     chaos = run_chaos(options.chaos, env) if options.chaos != "none" else None
     png = options.output.parent / "report-load.png"
     plotted = "load" not in options.skip and plot(series, png)
