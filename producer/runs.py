@@ -23,6 +23,7 @@ from producer.delivery import SendReport, SpoolWarning
 from producer.run_log import RunLog
 from producer.sender import Sender
 from producer.summaries import Summary
+from producer.wandb_options import warn_ignored
 from schemas.errors import MetricfoldError, ValidationError
 from schemas.events import DEFINE_METRIC, RUN_FINISHED, RUN_STARTED, SUMMARY_UPDATE
 from schemas.limits import Limits
@@ -154,10 +155,15 @@ class Run(RunLog):
 
     # -- finishing -------------------------------------------------------------------------------------
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Send RunFinished, flush everything and wait for Kafka's acks (or spool). Safe to call twice."""
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
+        """Send RunFinished, flush everything and wait for Kafka's acks (or spool). Safe to call twice.
+        ``exit_code`` None is 0 (W&B's default); W&B's ``quiet`` is ignored with a warning."""
+        if quiet is not None:
+            warn_ignored("finish", "quiet", stacklevel=2)
         if self._finished:
             return
+        if exit_code is None:
+            exit_code = 0
         if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not -(2**31) <= exit_code < 2**31:
             raise ValidationError(f"exit_code must be a 32-bit int, got {exit_code!r}", value=exit_code)
         self._event(RUN_FINISHED, {"exit_code": exit_code}, 128)

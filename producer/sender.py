@@ -84,7 +84,7 @@ class Sender:
         producer_id: str,
         settings: Settings,
         limits: Limits,
-        offline: bool,
+        mode: str,
         spool_dir: Path,
         options: SenderOptions,
     ) -> None:
@@ -102,10 +102,11 @@ class Sender:
         self._closing = False
         self._handed_over = False  # closing, and every batch delivered (or the sender failed): close() goes on
         self._failed = False
-        self.report = SendReport(reason="offline mode" if offline else None)
+        self.report = SendReport(reason=None if mode == "online" else f"{mode} mode")
+        self._discard = mode == "disabled"  # W&B's mode="disabled": batches are made (every check runs), never sent
         self._delivery = RecordDelivery(
             self.key,
-            None if offline else KafkaTransport(settings, limits, connect_timeout_s=options.connect_timeout_s),
+            KafkaTransport(settings, limits, connect_timeout_s=options.connect_timeout_s) if mode == "online" else None,
             SpoolWriter(spool_dir, run_path, producer_id),
             self.report,
             max_inflight_bytes=options.max_inflight_bytes,
@@ -209,6 +210,8 @@ class Sender:
                 self._has_space.notify_all()
 
     def _deliver_batch(self, batch: PendingBatch) -> None:
+        if self._discard:
+            return
         datum = {
             "entity": self.entity,
             "project": self.project,

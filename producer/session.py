@@ -6,7 +6,7 @@ open run is finished: exit code 0, or 1 if the program is ending on an unhandled
 
 Defaults from the environment: ``METRICFOLD_ENTITY`` (else "default"), ``METRICFOLD_PROJECT`` (else
 "uncategorized", as W&B), ``METRICFOLD_RUN_ID`` (else a fresh id of 8 lowercase letters and digits),
-``METRICFOLD_MODE`` ("online" | "offline"), ``METRICFOLD_SPOOL_DIR`` (else ./metricfold-spool); Kafka
+``METRICFOLD_MODE`` ("online" | "offline" | "disabled"), ``METRICFOLD_SPOOL_DIR`` (else ./metricfold-spool); Kafka
 settings from ``schemas.settings.Settings.from_env()``, limits from ``Limits.from_env()``. W&B's signatures
 (``init(notes=, group=, job_type=, resume=, reinit=, dir=)``, ``log(commit=)``, W&B keywords ignored with a
 warning): RULES.md §2, ``producer.wandb_options``.
@@ -54,7 +54,7 @@ _open: list[Run] = []
 _crashed = False
 _hook_installed = False
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-MODES = ("online", "offline")
+MODES = ("online", "offline", "disabled")
 
 
 def _new_run_id() -> str:
@@ -132,10 +132,11 @@ def init(
     """Start (or, with an existing ``run_id``, attach to) a run and return it; sends RunStarted.
 
     ``mode="offline"`` writes every event to a spool file for ``metricfold sync``; online, events go to
-    Kafka in the background, and to the spool if Kafka cannot be reached. ``dir`` (W&B's name) and
-    ``spool_dir`` both name the spool directory. ``notes``, ``group`` and ``job_type`` go to the run's meta
-    (the last one given wins, as the name). W&B's ``config_include_keys`` / ``config_exclude_keys`` keep only,
-    or drop, those config keys.
+    Kafka in the background, and to the spool if Kafka cannot be reached; ``mode="disabled"`` (W&B's, e.g. on
+    ranks other than 0) sends nothing, writes no file and reads nothing, but checks every call as online does.
+    ``dir`` (W&B's name) and ``spool_dir`` both name the spool directory. ``notes``, ``group`` and ``job_type``
+    go to the run's meta (the last one given wins, as the name). W&B's ``config_include_keys`` /
+    ``config_exclude_keys`` keep only, or drop, those config keys.
 
     ``resume`` (with ``id``), as W&B: None or False: start the run, or attach to it if the id exists (nothing
     is read); "allow" (and "auto", True): the same; "must": the run must exist, i.e. the consumer has folded
@@ -168,7 +169,7 @@ def init(
     run_id = check_run_part("run_id", given_id or _new_run_id())
     mode = mode or env.get("METRICFOLD_MODE") or "online"
     if mode not in MODES:
-        raise ValidationError(f"mode must be 'online' or 'offline', got {mode!r}", value=mode)
+        raise ValidationError(f"mode must be 'online', 'offline' or 'disabled', got {mode!r}", value=mode)
     limits = limits or Limits.from_env()
     name = check_run_name(name, limits)
     texts = {
@@ -180,9 +181,9 @@ def init(
     tag_list = check_tags(tags, limits)
     settings = settings or Settings.from_env()
     path = f"{entity}/{project}/{run_id}"
-    if resume_mode == "must" and not run_exists(settings, path, "must"):
+    if resume_mode == "must" and mode != "disabled" and not run_exists(settings, path, "must"):
         raise RunNotFound(f"resume='must' but run {path} does not exist (the consumer has not folded it)")
-    if resume_mode == "never" and given_id and run_exists(settings, path, "never"):
+    if resume_mode == "never" and given_id and mode != "disabled" and run_exists(settings, path, "never"):
         raise ValidationError(f"resume='never' but run {path} exists: give another id, or resume='allow'")
     if reinit_mode == "finish_previous":
         for previous_run in reversed(open_runs()):
@@ -193,7 +194,7 @@ def init(
         producer_id=producer_id,
         settings=settings,
         limits=limits,
-        offline=mode == "offline",
+        mode=mode,
         spool_dir=spool_path if spool_path is not None else default_spool_dir(),
         options=sender_options or SenderOptions(),
     )
@@ -244,8 +245,8 @@ def define_metric(name: str, step_metric: str | None = None, **options: Any) -> 
     _current_or_raise("define_metric").define_metric(name, step_metric, **options)
 
 
-def finish(exit_code: int = 0) -> None:
-    """Finish the current run (no-op if there is none, as W&B)."""
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    """Finish the current run (no-op if there is none, as W&B); ``Run.finish``'s arguments."""
     run = current_run()
     if run is not None:
-        run.finish(exit_code)
+        run.finish(exit_code, quiet)

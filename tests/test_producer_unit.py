@@ -243,7 +243,7 @@ def test_summary_rejects_bad_keys_and_sends_nothing(offline: Any) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "what"),
     [({"entity": "a/b"}, "entity"), ({"project": "p:q"}, "project"), ({"run_id": "{x}"}, "run_id"),
-     ({"run_id": "has space"}, "run_id"), ({"mode": "disabled"}, "mode"), ({"tags": "solo"}, "tags"),
+     ({"run_id": "has space"}, "run_id"), ({"mode": "dryrun"}, "mode"), ({"tags": "solo"}, "tags"),
      ({"config": {"x": object()}}, "JSON")],
 )
 def test_bad_run_paths_and_options_are_refused_before_anything_starts(offline: Any, kwargs: Any, what: str) -> None:

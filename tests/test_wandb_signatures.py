@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_fold_records import Logger, Record, fold_all, fresh
-from test_producer_unit import finish_quietly
+from test_producer_unit import finish_quietly, spooled_events
 
 import producer as mf
 from consumer.fold import fold_record, state_from_bytes, state_to_bytes
@@ -185,6 +185,47 @@ def test_resume_must_without_redis_is_a_clear_error(offline: Any) -> None:
     with pytest.raises(StoreUnavailable, match=r"init\(resume='must'\) must read run team/unit/r1 from Redis"):
         offline(entity="team", id="r1", resume="must", settings=nowhere)
     assert mf.open_runs() == []
+
+
+def test_mode_disabled_checks_every_call_but_sends_reads_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default spool directory would be ./metricfold-spool
+    nowhere = Settings(kafka="127.0.0.1:9", redis="redis://127.0.0.1:9/0")  # any contact would fail or spool
+    run = mf.init(project="unit", id="r1", mode="disabled", resume="must", settings=nowhere, dir=tmp_path / "spool")
+    run.define_metric("loss", summary="min")
+    for step in range(3):
+        run.log({"loss": 1.0 / (step + 1), "img": np.zeros((2, 2))})
+    run.summary["best"] = 0.5
+    with pytest.raises(ValidationError, match="define_metric name must be"):  # the checks are the online ones
+        run.define_metric(float("nan"))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        run.log({"": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no SpoolWarning: nothing was spooled
+        run.finish()
+    assert run.report is not None
+    assert (run.report.records_sent, run.report.records_spooled, run.report.reason) == (0, 0, "disabled mode")
+    assert list(tmp_path.iterdir()) == [] and mf.open_runs() == []
+    with pytest.raises(ValidationError, match="'online', 'offline' or 'disabled'"):
+        mf.init(project="unit", mode="dryrun")
+
+
+def test_finish_takes_wandbs_exit_code_none_and_warns_that_quiet_is_ignored(offline: Any) -> None:
+    run = offline()
+    with pytest.warns(UserWarning) as caught:
+        events = finish_quietly_with(run, exit_code=None, quiet=True)
+    assert "finish(quiet=...) is W&B's and is ignored by metricfold" in [str(w.message) for w in caught]
+    assert [d["exit_code"] for n, d in events if n == "metricfold.RunFinished"] == [0]
+    mf.init(project="unit", mode="disabled")
+    with pytest.warns(UserWarning, match=r"finish\(quiet=...\)"):
+        mf.finish(quiet=False)  # the module-level twin, on the current run
+    assert mf.open_runs() == []
+
+
+def finish_quietly_with(run: mf.Run, **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
+    run.finish(**kwargs)
+    return spooled_events(run)
 
 
 def started(lg: Logger, **fields: Any) -> Record:
