@@ -2,7 +2,8 @@
 
 Encoding: every key under `<namespace>:<generation>:` is taken with that prefix removed, except the
 consumer's bookkeeping that depends on how the work was split — the per-partition checkpoint hashes
-(`checkpoint:<topic>`) — and the keys are sorted by their bytes. Each key adds to the hash:
+(`checkpoint:<topic>`) and the `indexes` marker (whether a consumer had to fill the filter index sets) — and the
+keys are sorted by their bytes. Each key adds to the hash:
 
     key \\0 type \\0 then, by type:
       string  the value
@@ -21,11 +22,12 @@ import hashlib
 from typing import Any
 
 from consumer.store import Keys, Store
-from consumer.store.keys import CHECKPOINT_PART
+from consumer.store.keys import CHECKPOINT_PART, INDEXES_PART
 
 __all__ = ["digest_generation", "dump_generation"]
 
 _EXCLUDED_PARTS = (CHECKPOINT_PART.encode(),)
+_INDEXES = INDEXES_PART.encode()
 
 
 def dump_generation(store: Store, generation: str) -> dict[bytes, tuple[str, Any]]:
@@ -54,7 +56,7 @@ def dump_generation(store: Store, generation: str) -> dict[bytes, tuple[str, Any
                 pipe.lrange(key, 0, -1)
         for key, kind, value in zip(chunk, types, pipe.execute(), strict=True):
             short = key[len(prefix) :]
-            if short.startswith(_EXCLUDED_PARTS):
+            if short.startswith(_EXCLUDED_PARTS) or short == _INDEXES:
                 continue
             if kind == "hash":
                 value = sorted(value.items())

@@ -62,6 +62,7 @@ class Consumer:
         self.store = store or Store(settings)
         self.generation = self.store.ensure_generation()
         self.store.check_layout(settings.topic)
+        self.store.ensure_indexes()  # runs folded before the filter index sets existed are put in them, once
         self.store.load_read_functions()  # the read-only ACL user (serve, Grafana) cannot load them itself
         self.group = group
         self.stop_at = stop_at

@@ -17,9 +17,10 @@ import pytest
 from redis_cluster import fresh_settings_in
 
 import producer as mf
+from consumer.digest import digest_generation
 from consumer.fold import Changes
-from consumer.store import open_reader
-from consumer.store.indexes import index_moves
+from consumer.store import Store, open_reader
+from consumer.store.indexes import INDEX_VERSION, INDEXED_FIELDS, backfill_call, index_moves
 from consumer.store.keys import Keys
 from consumer.store.reader import TablePage
 from consumer.tables import runs_csv
@@ -212,6 +213,36 @@ def test_the_cli_filters_and_exports_csv_and_refuses_a_malformed_filter(folded: 
     done = metricfold_cli(folded, "runs", PROJECT, "--where", "acc > high")
     assert done.returncode == 2 and done.stdout == ""
     assert "metricfold: error: filter 'acc > high': a summary path compares with numbers" in done.stderr
+
+
+@pytest.mark.integration
+def test_runs_folded_before_the_index_sets_existed_are_put_in_them_when_a_consumer_starts(folded: Settings) -> None:
+    with Store(folded) as store:
+        before = digest_generation(store)
+        keys = store.keys
+        # the generation as an earlier version left it: no index sets, no `indexes` key
+        old = list(store.client.scan_iter(match=keys.index(PROJECT, "*", "*"), count=1000))
+        assert len(old) > 10
+        store.client.delete(*old, keys.indexes)
+        assert _ids(folded, {"state": "crashed"}) == [] and _ids(folded, {"config.opt": "adam"}) == []
+
+        consume_all(folded)  # a consumer starts: it puts the runs in their sets once
+
+        assert sorted(_ids(folded, {"state": "crashed"})) == ["r3", "r6"]
+        assert sorted(_ids(folded, {"tags": {"$in": ["b", "base"]}, "config.opt": {"$ne": "sgd"}})) == ["r1", "r3", "r5", "r7"]
+        assert digest_generation(store) == before  # the very sets the fold made
+        assert store.client.get(keys.indexes) == INDEX_VERSION.encode()
+        assert store.ensure_indexes() == 0  # done once
+
+        # a run whose meta changes between the read and the script is left to apply_runs (it moves the run itself)
+        read = [None if v is None else v.decode() for v in store.client.hmget(keys.run(f"{PROJECT}/r4", "meta"), INDEXED_FIELDS)]
+        assert read[0] == "finished"
+        declared, rows = backfill_call(keys, PROJECT, [("r4", ["running", *read[1:]])])
+        (reply,) = store.nodes.run([(store._index_runs, declared, [rows])])
+        assert reply == 0 and not store.client.sismember(keys.index(PROJECT, "state", "running"), "r4")
+        declared, rows = backfill_call(keys, PROJECT, [("r4", read)])
+        assert store.nodes.run([(store._index_runs, declared, [rows])]) == [1]
+        assert digest_generation(store) == before
 
 
 def test_the_csv_keeps_text_that_a_spreadsheet_would_run_as_a_formula_as_text() -> None:

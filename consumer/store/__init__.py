@@ -29,7 +29,7 @@ from consumer.store.keys import Keys
 from consumer.store.nodes import Nodes
 from consumer.store.reader import Reader, TablePage
 from consumer.store.reads import StoreReader
-from consumer.store.scripts import APPLY_RUNS, CHECKPOINT, READ_LIBRARY
+from consumer.store.scripts import APPLY_RUNS, CHECKPOINT, INDEX_RUNS, READ_LIBRARY
 from consumer.store.writer import APPLIED, CONFLICT, MOVED, SKIPPED, StoredRun, Writer
 from schemas.settings import Settings
 
@@ -51,6 +51,7 @@ class Store(Writer, Reader):
         self._announced_at = 0.0
         self._apply = self.client.register_script(APPLY_RUNS)
         self._checkpoint = self.client.register_script(CHECKPOINT)
+        self._index_runs = self.client.register_script(INDEX_RUNS)
         # the reads are functions of one library (FCALL_RO: the read-only ACL user may run them, and no other Lua)
         self._reads = READ_LIBRARY
         self._read_run, self._read_page = (self._reads.functions[f] for f in ("read_run", "read_page"))

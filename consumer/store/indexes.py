@@ -4,8 +4,8 @@ Write side (`index_moves`): when a run's state, tags, group, job_type or config 
 its id from the old value's sets to the new value's (`is:state:<v>`, `is:tag:<t>`, `is:group:<v>`,
 `is:job_type:<v>`, `is:config:"<key>"=<JSON>` per top-level config key; keys.py). The fold's `Changes` says
 the old text (`meta_before`), so every key is known before the call (Redis Cluster: all declared in KEYS).
-Runs folded before the indexes existed are in none until those fields change again; `metricfold replay
---switch` rebuilds every index (README).
+Runs folded before the indexes existed are put in them once per generation (`backfill_call`, index_runs.lua;
+Writer.ensure_indexes, when a consumer starts and the generation's `indexes` key does not hold INDEX_VERSION).
 
 Read side (`compile_filter`): a `Filter` as the KEYS and the JSON tree read_where.lua evaluates: a numeric
 condition is score ranges of the path's `by:` index (ZRANGEBYSCORE syntax, "(" = exclusive), the others a list
@@ -15,16 +15,34 @@ of index sets, `x` when negated (the project's runs outside them).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from consumer.fold import Changes
 from consumer.store.keys import Keys
 from schemas.filters import Condition, Filter, config_value_text
 
-__all__ = ["INDEXED_FIELDS", "compile_filter", "index_moves"]
+__all__ = ["INDEXED_FIELDS", "INDEX_VERSION", "backfill_call", "compile_filter", "index_moves"]
 
-#: the run meta fields that have index sets
+#: the run meta fields that have index sets (index_runs.lua reads them in this order)
 INDEXED_FIELDS = ("state", "tags", "group", "job_type", "config")
+#: the index sets' version: a generation's `indexes` key holds it once every run is in its sets
+INDEX_VERSION = "1"
+
+
+class _Declared:
+    """The KEYS of one script call being made: each name once; `slot(name)` is its KEYS index."""
+
+    def __init__(self, first_key: int = 1) -> None:
+        self.first_key = first_key
+        self.names: list[str] = []
+        self._slots: dict[str, int] = {}
+
+    def slot(self, name: str) -> int:
+        if name not in self._slots:
+            self._slots[name] = self.first_key + len(self.names)
+            self.names.append(name)
+        return self._slots[name]
 _MAX_CONFIG_TEXT = 200
 
 
@@ -68,16 +86,22 @@ def index_moves(keys: Keys, project: str, changes: Changes) -> tuple[list[str], 
     return out, into
 
 
+def backfill_call(keys: Keys, project: str, runs: Sequence[tuple[str, Sequence[str | None]]]) -> tuple[list[str], str]:
+    """KEYS and ARGV[1] of one index_runs.lua call that puts *runs* of *project* (run_id, its meta's
+    INDEXED_FIELDS as read, None where not set) into their index sets, if their meta still reads the same."""
+    declared = _Declared()
+    rows = []
+    for run_id, texts in runs:
+        meta = declared.slot(keys.run(f"{project}/{run_id}", "meta"))
+        sets = [name for field, text in zip(INDEXED_FIELDS, texts, strict=True) for name in _sets(keys, project, field, text)]
+        rows.append([run_id, meta, [text or "" for text in texts], [declared.slot(name) for name in dict.fromkeys(sets)]])
+    return declared.names, json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
 def compile_filter(keys: Keys, project: str, f: Filter, first_key: int) -> tuple[list[str], str]:
     """(the keys the filter reads, declared from KEYS index *first_key* on; the tree as JSON for read_where.lua)."""
-    declared: list[str] = []
-    slots: dict[str, int] = {}
-
-    def slot(name: str) -> int:
-        if name not in slots:
-            slots[name] = first_key + len(declared)
-            declared.append(name)
-        return slots[name]
+    declared = _Declared(first_key)
+    slot = declared.slot
 
     def node(part: Condition | Filter) -> dict[str, Any]:
         if isinstance(part, Filter):
@@ -91,7 +115,7 @@ def compile_filter(keys: Keys, project: str, f: Filter, first_key: int) -> tuple
         return {"s": [slot(n) for n in names], "x": part.op in ("!=", "nin")}
 
     tree = node(f)
-    return declared, json.dumps(tree, separators=(",", ":"), ensure_ascii=False)
+    return declared.names, json.dumps(tree, separators=(",", ":"), ensure_ascii=False)
 
 
 def _ranges(op: str, values: list[float]) -> list[list[str]]:

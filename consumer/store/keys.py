@@ -31,6 +31,8 @@ project's part of a consumer batch is one atomic script call:
     <ns>:<gen>:project:{<proj>}:retired           string  set when a replay's switch retired the generation: a live
                                                           write to the project is refused (the consumer moves on)
     <ns>:<gen>:projects                           set     entity/project of every project
+    <ns>:<gen>:indexes                            string  the filter index sets' version once every run of the
+                                                          generation is in them (indexes.py; consumer bookkeeping)
     <ns>:<gen>:checkpoint:{<topic>}               hash    partition -> next offset to read (everything before is applied)
     <ns>:<gen>:stats:{<topic>}                    hash    undecodable: records of the topic that are no event
     <ns>:<gen>:changes:<proj>                     channel a changed run's id, for live pages (pub/sub, not a key)
@@ -43,12 +45,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
-__all__ = ["CHECKPOINT_PART", "Keys", "active_key", "split_run_path"]
+__all__ = ["CHECKPOINT_PART", "INDEXES_PART", "Keys", "active_key", "split_run_path"]
 
 
 #: what follows `<ns>:<gen>:` in a partition checkpoint's name (the digest leaves those out: they depend on how the
 #: work was split, not on what was folded)
 CHECKPOINT_PART = "checkpoint:"
+#: what follows `<ns>:<gen>:` in the name of the key saying which version of the filter index sets is complete
+INDEXES_PART = "indexes"
 #: the fields of a run's keys, in the order apply_runs.lua receives them (KEYS[first + i]); blobs follow
 RUN_PARTS = ("summary", "flat", "meta", "tensors", "applied", "state", "stateat")
 
@@ -87,6 +91,10 @@ class Keys:
     @property
     def projects(self) -> str:
         return f"{self.prefix}:projects"
+
+    @property
+    def indexes(self) -> str:
+        return f"{self.prefix}:{INDEXES_PART}"
 
     def run(self, run_path: str, part: str) -> str:
         project, run_id = split_run_path(run_path)

@@ -1,8 +1,9 @@
 """The Lua of the Redis store, from lua/*.lua (read once, at import; each script runs as one atomic step).
 
 `APPLY_RUNS` and `CHECKPOINT` are the consumer's writes (one pipeline per node and batch, EVALSHA; loaded again
-after NOSCRIPT); `READ_RUN`, `READ_PAGE` and `READ_WHERE` (a filtered page) are the read API's, each reading what
-it reads of one project in one atomic step. Every script is given the keys it touches (KEYS); none builds a key
+after NOSCRIPT), `INDEX_RUNS` puts runs folded before the filter index sets into them (once per generation);
+`READ_RUN`, `READ_PAGE` and `READ_WHERE` (a filtered page) are the read API's, each reading what it reads of one
+project in one atomic step. Every script is given the keys it touches (KEYS); none builds a key
 name (Redis Cluster needs them declared). The reads are not sent as scripts: they form one Redis function library
 (`READ_LIBRARY`, loaded with FUNCTION LOAD on every master, called with FCALL_RO), so that the read-only ACL user
 may run these functions and no other Lua (deploy/redis/README.md). `advance.lua` is the checkpoint function both
@@ -17,7 +18,10 @@ from pathlib import Path
 
 from consumer.store.record import lua_field_table
 
-__all__ = ["APPLY_RUNS", "CHECKPOINT", "READ_LIBRARY", "READ_PAGE", "READ_RUN", "READ_WHERE", "FunctionLibrary", "read_library"]
+__all__ = [
+    "APPLY_RUNS", "CHECKPOINT", "INDEX_RUNS", "READ_LIBRARY", "READ_PAGE", "READ_RUN", "READ_WHERE", "FunctionLibrary",
+    "read_library",
+]
 
 _HERE = Path(__file__).resolve().parent / "lua"
 
@@ -32,6 +36,7 @@ CHECKPOINT = _ADVANCE + _lua("checkpoint.lua")
 READ_RUN = _lua("read_run.lua")
 READ_PAGE = _lua("read_page.lua")
 READ_WHERE = _lua("read_where.lua")
+INDEX_RUNS = _lua("index_runs.lua")
 
 
 @dataclasses.dataclass(frozen=True)

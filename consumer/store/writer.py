@@ -5,6 +5,7 @@ consumer reads to resume (checkpoints, lag sets, stored states)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -12,15 +13,17 @@ from typing import Any, NamedTuple
 import redis
 
 from consumer.resume import held_by_state, resume_points
-from consumer.store.calls import ApplyCall, RunWrite, apply_calls, checkpoint_rows, merge_checkpoints
+from consumer.store.calls import RUNS_PER_CALL, ApplyCall, RunWrite, apply_calls, checkpoint_rows, merge_checkpoints
 from consumer.store.client import _mapped, _script_error, _text
 from consumer.store.generations import Generations
+from consumer.store.indexes import INDEX_VERSION, INDEXED_FIELDS, backfill_call
 from consumer.store.keys import split_run_path
 from consumer.store.nodes import Nodes
 from schemas.errors import ConfigError, StoreUnavailable, WriteRefused
 
 __all__ = ["APPLIED", "CONFLICT", "MOVED", "SKIPPED", "RunWrite", "StoredRun", "Writer"]
 
+log = logging.getLogger(__name__)
 APPLIED, SKIPPED, CONFLICT, MOVED = 1, 0, -1, -2
 #: how often a project is added to the `projects` set again (writer.py, Writer._announce)
 ANNOUNCE_AGAIN_S = 30.0
@@ -39,6 +42,7 @@ class Writer(Generations):
 
     _apply: Any  # the registered scripts (redis-py Script objects)
     _checkpoint: Any
+    _index_runs: Any
     nodes: Nodes  # where each call goes (one node, or the cluster's masters)
     _announced: set[tuple[str, str]]  # (generation, project) this store added to the `projects` set
     _announced_at: float  # when that set was emptied last (time.monotonic())
@@ -54,6 +58,36 @@ class Writer(Generations):
                 f"generation {keys.generation} of namespace {self.settings.namespace!r} was written by a metricfold "
                 "before the per-project key layout: stop its consumers and rebuild it with this version's "
                 "`metricfold replay --switch` (README, 'Moving an existing deployment to this layout')")
+
+    def ensure_indexes(self) -> int:
+        """Put every run of the generation that is in none of the filter index sets (folded before they existed)
+        into them, once: the generation's `indexes` key then holds INDEX_VERSION (a fresh generation gets it at once).
+        A run whose meta changes meanwhile is left to apply_runs, which moves it (index_runs.lua checks). Safe to run
+        from several consumers at once; returns how many runs this call put in their sets."""
+        keys = self.keys
+        done = 0
+        with _mapped(self.settings):
+            if _text(self.client.get(keys.indexes) or b"") == INDEX_VERSION:
+                return 0
+            for project in sorted(_text(p) for p in self.client.smembers(keys.projects)):
+                members = self.client.zrange(keys.project(project, "runs"), 0, -1)
+                run_ids = [_text(r) for r in members if isinstance(r, bytes | str)]
+                for start in range(0, len(run_ids), RUNS_PER_CALL):
+                    chunk = run_ids[start : start + RUNS_PER_CALL]
+                    pipe = self.client.pipeline(transaction=False)
+                    for run_id in chunk:
+                        pipe.hmget(keys.run(f"{project}/{run_id}", "meta"), list(INDEXED_FIELDS))
+                    metas = [[None if v is None else _text(v) for v in meta] for meta in pipe.execute()]
+                    declared, rows = backfill_call(keys, project, list(zip(chunk, metas, strict=True)))
+                    (reply,) = self.nodes.run([(self._index_runs, declared, [rows])])
+                    if isinstance(reply, Exception):
+                        raise StoreUnavailable(f"could not put the runs of {project} in the filter index sets: {reply}")
+                    done += int(reply)
+            self.client.set(keys.indexes, INDEX_VERSION)
+        if done:
+            log.info("put %d runs folded by an earlier version into the filter index sets of generation %s", done,
+                     keys.generation)
+        return done
 
     def checkpoints(self, topic: str) -> dict[int, int]:
         with _mapped(self.settings):
