@@ -1,5 +1,6 @@
 """Filters (`where=`) on the JSON API, the pages and runs.csv of `metricfold serve`, against the real Redis filled by
-the real SDK and consumer: one project of 12 runs folded once for the module (tests/web_support.py's team/vision)."""
+the real SDK and consumer: one project of 12 runs folded once for the module (tests/web_support.py's team/vision), on
+the standalone Redis and on the session's Redis Cluster."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis_cluster import fresh_settings_in
 from web_support import EVIL, fill_project, loss_min
 
 from consumer.store import open_reader
@@ -33,11 +35,11 @@ def lr(i: int) -> float:
     return 0.001 * (i + 1)
 
 
-@pytest.fixture(scope="module")
-def filled(stack: Any) -> Iterator[Settings]:
+@pytest.fixture(scope="module", params=["standalone", "cluster"])
+def filled(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """team/vision with 12 runs: loss.min = loss_min(i), loss.max = loss.min + 0.5, acc.best = 1 - loss.min, grad.norm 3,
     config lr = 0.001 (i + 1), tags web and group<i % 3>; r01 crashed, the rest finished."""
-    with stack.fresh_settings() as made:
+    with fresh_settings_in(stack, request.param, request) as made:
         fill_project(made, runs=RUNS)
         consume_all(made)
         yield made
