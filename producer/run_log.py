@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from producer.batch import EVENT_OVERHEAD_BYTES, EXTRA_OVERHEAD_BYTES, FLOAT_BYTES
+from producer.batch import EVENT_OVERHEAD_BYTES, EXTRA_OVERHEAD_BYTES, FLOAT_BYTES, PendingBatch
 from producer.sender import Sender
 from producer.summaries import Summary, merge_leaf
 from schemas.errors import LimitExceeded, MetricfoldError, ValidationError
@@ -149,12 +149,7 @@ class RunLog:
         self._check_record_size(nbytes)
         sender = self._sender
         with sender.lock:
-            if self._finished:
-                raise self._closed_error()
-            pending = sender.pending
-            if pending.nbytes + nbytes > self._record_limit:
-                sender.seal_locked()
-                pending = sender.pending
+            pending = self._pending_with_room_locked(nbytes)
             seq = self._seq
             self._seq = seq + 1
             if step is None:
@@ -185,6 +180,18 @@ class RunLog:
             pending.nbytes += nbytes
             if pending.nbytes >= self._target_bytes or len(block.steps) >= self._max_batch_events:
                 sender.seal_locked()
+
+    def _pending_with_room_locked(self, nbytes: int) -> PendingBatch:
+        """With the sender's lock held (log()'s general path, the other events): the pending batch, sealed first
+        when *nbytes* more would not fit one Kafka record; MetricfoldError if the run is finished."""
+        if self._finished:
+            raise self._closed_error()
+        sender = self._sender
+        pending = sender.pending
+        if pending.nbytes + nbytes > self._record_limit:
+            sender.seal_locked()
+            pending = sender.pending
+        return pending
 
     def _check_record_size(self, nbytes: int) -> None:
         if nbytes > self._record_limit:

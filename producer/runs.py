@@ -103,12 +103,7 @@ class Run(RunLog):
         self._check_record_size(nbytes)
         sender = self._sender
         with sender.lock:
-            if self._finished:
-                raise self._closed_error()
-            pending = sender.pending
-            if pending.nbytes + nbytes > self._record_limit:
-                sender.seal_locked()
-                pending = sender.pending
+            pending = self._pending_with_room_locked(nbytes)
             if pending.events == 0:
                 sender.started_locked()
             seq = self._seq
