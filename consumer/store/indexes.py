@@ -24,10 +24,11 @@ from schemas.filters import Condition, Filter, config_value_text
 
 __all__ = ["INDEXED_FIELDS", "INDEX_VERSION", "backfill_call", "compile_filter", "index_moves"]
 
-#: the run meta fields that have index sets (index_runs.lua reads them in this order)
+#: the run meta fields that have index sets
 INDEXED_FIELDS = ("state", "tags", "group", "job_type", "config")
 #: the index sets' version: a generation's `indexes` key holds it once every run is in its sets
 INDEX_VERSION = "1"
+_MAX_CONFIG_TEXT = 200
 
 
 class _Declared:
@@ -43,7 +44,6 @@ class _Declared:
             self._slots[name] = self.first_key + len(self.names)
             self.names.append(name)
         return self._slots[name]
-_MAX_CONFIG_TEXT = 200
 
 
 def _sets(keys: Keys, project: str, field: str, text: str | None) -> list[str]:
@@ -88,14 +88,15 @@ def index_moves(keys: Keys, project: str, changes: Changes) -> tuple[list[str], 
 
 def backfill_call(keys: Keys, project: str, runs: Sequence[tuple[str, Sequence[str | None]]]) -> tuple[list[str], str]:
     """KEYS and ARGV[1] of one index_runs.lua call that puts *runs* of *project* (run_id, its meta's
-    INDEXED_FIELDS as read, None where not set) into their index sets, if their meta still reads the same."""
+    INDEXED_FIELDS as read, None where not set) into their index sets, if their meta still reads the same (the
+    script compares the fields this call names)."""
     declared = _Declared()
     rows = []
     for run_id, texts in runs:
         meta = declared.slot(keys.run(f"{project}/{run_id}", "meta"))
         sets = [name for field, text in zip(INDEXED_FIELDS, texts, strict=True) for name in _sets(keys, project, field, text)]
         rows.append([run_id, meta, [text or "" for text in texts], [declared.slot(name) for name in dict.fromkeys(sets)]])
-    return declared.names, json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    return declared.names, json.dumps({"f": INDEXED_FIELDS, "r": rows}, separators=(",", ":"), ensure_ascii=False)
 
 
 def compile_filter(keys: Keys, project: str, f: Filter, first_key: int) -> tuple[list[str], str]:

@@ -43,10 +43,10 @@ class StoreReader(Protocol):
         columns: Sequence[str] = (),
         where: Filter | None = None,
     ) -> TablePage:
-        """A page of a project's runs sorted by last update (*sort* None or
-        schemas.filters.BY_UPDATE) or by a numeric flat path; RunNotFound for
-        an unknown project, ValidationError for a path the project has no number at. *where* (schemas.filters)
-        keeps the runs that pass it (`total` counts them); a path in it the project lacks matches no run."""
+        """A page of a project's runs sorted by last update (*sort* None or schemas.filters.BY_UPDATE) or by a
+        numeric flat path; RunNotFound for an unknown project, ValidationError for a path the project has no number
+        at. *where* (schemas.filters) keeps the runs that pass it (`total` counts them); a path in it the project
+        lacks matches no run."""
         ...
 
     def read_projects(self) -> tuple[str | None, dict[str, int], dict[str, int]]:
