@@ -17,9 +17,9 @@ import httpx
 import pytest
 from redis_cluster import fresh_settings_in
 from test_producer_unit import flatten
+from web_support import served
 
 import producer as mf
-from consumer.web.server import ServerThread
 from producer.spool_file import read_spool
 from schemas.codec import decode
 from schemas.errors import RunNotFound, ValidationError
@@ -50,7 +50,7 @@ def folded(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:  #
 
 @pytest.fixture(scope="module")
 def web(folded: Settings) -> Iterator[httpx.Client]:
-    with ServerThread(folded) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with served(folded) as client:
         yield client
 
 

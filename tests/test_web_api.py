@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from redis_cluster import fresh_settings_in
-from web_support import EVIL, RUNS, fill_project, loss_min
+from web_support import EVIL, RUNS, folded_project, loss_min, served
 
 import producer as mf
 from consumer.digest import digest_generation
@@ -31,15 +30,13 @@ pytestmark = pytest.mark.integration
 def filled(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """One project for the whole module (filling it takes a few seconds): its own topic and namespace, on the
     standalone Redis or on the Redis Cluster (*stack*: conftest.Stack, not imported: tests/chaos has a conftest too)."""
-    with fresh_settings_in(stack, request.param, request) as made:
-        fill_project(made)
-        consume_all(made)
+    with folded_project(stack, request) as made:
         yield made
 
 
 @pytest.fixture(scope="module")
 def web(filled: Settings) -> Iterator[httpx.Client]:
-    with ServerThread(filled) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with served(filled) as client:
         yield client
 
 

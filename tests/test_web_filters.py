@@ -13,16 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_cluster import fresh_settings_in
-from web_support import EVIL, fill_project, loss_min
+from web_support import EVIL, folded_project, loss_min, served
 
 from consumer.store import open_reader
 from consumer.web.data import runs_csv_text
 from consumer.web.params import parse_table_query
-from consumer.web.server import ServerThread
 from schemas.settings import Settings
-
-from support import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +35,13 @@ def lr(i: int) -> float:
 def filled(stack: Any, request: pytest.FixtureRequest) -> Iterator[Settings]:
     """team/vision with 12 runs: loss.min = loss_min(i), loss.max = loss.min + 0.5, acc.best = 1 - loss.min, grad.norm 3,
     config lr = 0.001 (i + 1), tags web and group<i % 3>; r01 crashed, the rest finished."""
-    with fresh_settings_in(stack, request.param, request) as made:
-        fill_project(made, runs=RUNS)
-        consume_all(made)
+    with folded_project(stack, request, runs=RUNS) as made:
         yield made
 
 
 @pytest.fixture(scope="module")
 def web(filled: Settings) -> Iterator[httpx.Client]:
-    with ServerThread(filled) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with served(filled) as client:
         yield client
 
 

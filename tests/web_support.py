@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
 import numpy as np
+import pytest
+from redis_cluster import fresh_settings_in
 
 import producer as mf
+from consumer.web.server import ServerThread
 from schemas.settings import Settings
 
-__all__ = ["EVIL", "RUNS", "fill_project", "loss_min"]
+from support import consume_all
+
+__all__ = ["EVIL", "RUNS", "fill_project", "folded_project", "loss_min", "served"]
 
 RUNS = 55  # more than a page of 50
 EVIL = '<script>alert("x")</script>'
@@ -40,3 +50,20 @@ def fill_project(settings: Settings, runs: int = RUNS) -> None:
             run.summary["note"] = EVIL
             run.log({EVIL: 1.5})
         run.finish(exit_code=1 if i == 1 else 0)
+
+
+@contextmanager
+def folded_project(stack: Any, request: pytest.FixtureRequest, runs: int = RUNS) -> Iterator[Settings]:
+    """`fill_project` in a fresh topic and namespace, folded by the consumer, on the standalone Redis or the session's
+    Redis Cluster (*request.param*: a module fixture's "standalone" or "cluster"; *stack*: conftest.Stack)."""
+    with fresh_settings_in(stack, request.param, request) as made:
+        fill_project(made, runs=runs)
+        consume_all(made)
+        yield made
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[httpx.Client]:
+    """`metricfold serve` of *settings* in a thread, and an HTTP client for it."""
+    with ServerThread(settings) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
